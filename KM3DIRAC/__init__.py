@@ -1,0 +1,25 @@
+"""KM3DIRAC: the DIRAC extension that makes KM3NeT productions and user jobs live on Rucio.
+
+Importing this package must stay cheap and must not import DIRAC: DIRAC's extension discovery imports it, and
+the Rucio server imports :mod:`KM3DIRAC.core.rucio_policy` from it.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("KM3DIRAC")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+#: The virtual organisation KM3DIRAC serves.
+VO = "km3net"
+
+
+def extension_metadata() -> dict:
+    """Entry point of the ``dirac`` group: how DIRAC finds and ranks this extension."""
+    return {
+        "primary_extension": True,
+        "priority": 100,
+        "setups": {},
+        "default_setup": "",
+    }

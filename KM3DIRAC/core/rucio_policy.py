@@ -1,0 +1,40 @@
+"""The Rucio ``lfn2pfn`` algorithm that keeps Rucio's and DIRAC's physical paths identical.
+
+A DIRAC StorageElement places an LFN at ``<SE base path><LFN>``. KM3DIRAC's DIDs carry the full LFN as their name
+(``/km3net/data/raw/...`` in scope ``data``), so an RSE whose ``lfn2pfn_algorithm`` attribute is
+:data:`ALGORITHM_NAME` and whose prefix is the SE's base path stores every file exactly where DIRAC expects it:
+files written by ``rucio upload`` are readable through ``DataManager`` and the other way round.
+
+Deploy by naming this module in the ``[policy]`` section of rucio.cfg, on the server and on clients that upload::
+
+    [policy]
+    lfn2pfn_module = KM3DIRAC.core.rucio_policy
+
+Importing the module registers the algorithm. Names that are not LFNs (no leading ``/``) fall back to Rucio's
+``identity`` layout, ``<scope>/<name>``, so plain Rucio users of other scopes are unaffected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ALGORITHM_NAME = "km3dirac"
+
+
+def lfn_path(scope: str, name: str, rse: str, rse_attrs: dict[str, Any], protocol_attrs: dict[str, Any]) -> str:
+    """Path of a DID below the RSE prefix: the LFN itself for LFN-named DIDs, ``scope/name`` otherwise."""
+    del rse, rse_attrs, protocol_attrs
+    if name.startswith("/"):
+        return name.lstrip("/")
+    return f"{scope}/{name}"
+
+
+def register() -> None:
+    """Make :data:`ALGORITHM_NAME` known to Rucio's deterministic translation in this process (idempotent)."""
+    from rucio.rse.translation import RSEDeterministicTranslation
+
+    if not RSEDeterministicTranslation.supports(ALGORITHM_NAME):
+        RSEDeterministicTranslation.register(lfn_path, ALGORITHM_NAME)
+
+
+register()

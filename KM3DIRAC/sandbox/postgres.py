@@ -1,0 +1,108 @@
+"""A private PostgreSQL instance on loopback, in a directory of its own, for the local Rucio server.
+
+PostgreSQL refuses to run as root, so when we are root every server command runs as the ``postgres`` system user
+(created by Debian's postgresql package), in a directory below ``/tmp`` that this user can reach.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from KM3DIRAC.sandbox.processes import LOOPBACK, ServiceStartError, free_port, log_tail
+
+POSTGRES_BIN_CANDIDATES = (Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin"))
+SUPERUSER = "postgres"
+# Durability is not wanted for throw-away test data; these settings make schema creation several times faster.
+FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=200")
+
+
+def postgres_bin_dir() -> Path:
+    for candidate in POSTGRES_BIN_CANDIDATES:
+        if (candidate / "pg_ctl").exists():
+            return candidate
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    raise ServiceStartError("PostgreSQL server binaries not found: apt-get install postgresql (see README.md)")
+
+
+@dataclass
+class PostgresInstance:
+    """A running private PostgreSQL server; :meth:`stop` removes it and its directory."""
+
+    base_dir: Path
+    port: int
+    bin_dir: Path
+    run_as_postgres_user: bool
+    databases: list[str] = field(default_factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base_dir / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.base_dir / "postgres.log"
+
+    def dsn(self, database: str, driver: str = "postgresql+psycopg") -> str:
+        return f"{driver}://{SUPERUSER}@{LOOPBACK}:{self.port}/{database}"
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess:
+        command = list(args)
+        if self.run_as_postgres_user:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+        if result.returncode != 0:
+            raise ServiceStartError(
+                f"PostgreSQL command {' '.join(args[:2])} failed ({result.returncode}):\n{result.stderr}\n"
+                f"{log_tail(self.log_file)}"
+            )
+        return result
+
+    def create_database(self, name: str) -> str:
+        self._run(str(self.bin_dir / "createdb"), "-h", LOOPBACK, "-p", str(self.port), "-U", SUPERUSER, name)
+        self.databases.append(name)
+        return self.dsn(name)
+
+    def is_running(self) -> bool:
+        command = [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "status"]
+        if self.run_as_postgres_user:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(command, capture_output=True, check=False).returncode == 0  # noqa: S603
+
+    def stop(self) -> None:
+        if self.data_dir.exists() and self.is_running():
+            self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+def start_postgres(parent_dir: Path | None = None) -> PostgresInstance:
+    """initdb + start a PostgreSQL server on a free loopback port; trust authentication for local connections."""
+    bin_dir = postgres_bin_dir()
+    run_as_postgres_user = os.geteuid() == 0
+    # Not below a 0700 root-owned directory (pytest's tmp_path): the postgres user must be able to reach it.
+    base_dir = Path(tempfile.mkdtemp(prefix="km3dirac-pg-", dir=str(parent_dir) if parent_dir else "/tmp"))
+    base_dir.chmod(0o755)
+    if run_as_postgres_user:
+        shutil.chown(base_dir, user="postgres", group="postgres")
+    instance = PostgresInstance(base_dir, free_port(), bin_dir, run_as_postgres_user)
+    socket_dir = base_dir / "socket"
+    try:
+        instance._run(str(bin_dir / "initdb"), "-D", str(instance.data_dir), "-U", SUPERUSER, "--auth=trust",
+                      "--encoding=UTF8", "--no-sync")
+        instance._run("mkdir", "-p", str(socket_dir))
+        options = " ".join(
+            [f"-c listen_addresses={LOOPBACK}", f"-p {instance.port}", f"-k {socket_dir}"]
+            + [f"-c {setting}" for setting in FAST_SETTINGS]
+        )
+        instance._run(str(bin_dir / "pg_ctl"), "-D", str(instance.data_dir), "-o", options,
+                      "-l", str(instance.log_file), "-w", "-t", "60", "start")
+    except BaseException:
+        instance.stop()
+        raise
+    return instance

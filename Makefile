@@ -1,0 +1,18 @@
+# The two commands of README.md. Each does all the set-up it needs (tools/bootstrap.sh) first.
+.PHONY: install test lint demo clean
+
+PYTEST_ARGS ?=
+
+install:
+	bash tools/bootstrap.sh
+
+test: install
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	.venv/bin/ruff check KM3DIRAC tests tools bench
+	.venv/bin/ruff format --check KM3DIRAC tests tools bench
+	shellcheck tools/*.sh .ci/run
+
+clean:
+	rm -rf .venv .venv-rucio-server .work

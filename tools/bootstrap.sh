@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Set up everything KM3DIRAC needs on a fresh Debian 12 machine, idempotently:
+#   1. Debian packages, when missing (needs root or sudo): PostgreSQL server binaries, swig (M2Crypto build),
+#      python3-gfal2 (the gfal2 binding DIRAC requires; PyPI's does not build against Debian 12's gfal2),
+#      python3-venv, shellcheck.
+#   2. .venv: Debian's python3 + DIRAC, rucio-clients, diracx-client and KM3DIRAC (editable) with test tools.
+#   3. .venv-rucio-server: the Rucio server (it pins urllib3/requests versions that clash with rucio-clients).
+# A stamp per environment records the hash of the files that define it, so a warm run does nothing.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+APT_PACKAGES=(postgresql-15 swig libssl-dev python3-venv python3-dev python3-gfal2 shellcheck)
+RUCIO_SERVER_REQUIREMENT='rucio[postgresql]==41.5.1'
+GUNICORN_REQUIREMENT='gunicorn==27.0.1'
+DEBIAN_PYTHON=/usr/bin/python3
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+install_debian_packages() {
+  local missing=()
+  local package
+  for package in "${APT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+      missing+=("$package")
+    fi
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then
+    return 0
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+stamp_of() {
+  cat "$@" | sha256sum | cut -d' ' -f1
+}
+
+make_client_venv() {
+  local stamp
+  stamp=$(stamp_of setup.cfg pyproject.toml tools/bootstrap.sh tools/link_debian_gfal2.py)
+  if [ -f .venv/.km3dirac-stamp ] && [ "$(cat .venv/.km3dirac-stamp)" = "$stamp" ]; then
+    return 0
+  fi
+  log "creating .venv (DIRAC, rucio-clients, KM3DIRAC)"
+  rm -rf .venv
+  "$DEBIAN_PYTHON" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade 'pip>=24' 'setuptools>=68' wheel
+  .venv/bin/python tools/link_debian_gfal2.py
+  .venv/bin/python -m pip install -q -e '.[testing]'
+  echo "$stamp" > .venv/.km3dirac-stamp
+}
+
+make_server_venv() {
+  local stamp
+  stamp=$(echo "$RUCIO_SERVER_REQUIREMENT $GUNICORN_REQUIREMENT" | sha256sum | cut -d' ' -f1)
+  if [ -f .venv-rucio-server/.km3dirac-stamp ] && [ "$(cat .venv-rucio-server/.km3dirac-stamp)" = "$stamp" ]; then
+    return 0
+  fi
+  log "creating .venv-rucio-server (Rucio server)"
+  rm -rf .venv-rucio-server
+  "$DEBIAN_PYTHON" -m venv .venv-rucio-server
+  .venv-rucio-server/bin/python -m pip install -q "$RUCIO_SERVER_REQUIREMENT" "$GUNICORN_REQUIREMENT"
+  echo "$stamp" > .venv-rucio-server/.km3dirac-stamp
+}
+
+install_debian_packages
+make_client_venv
+make_server_venv
+log "ready"
