@@ -140,8 +140,11 @@ def dirac_cs(session_paths: Session, dirac_storages: list[LocalStorage]) -> Iter
     """DIRAC's configuration loaded in-process: the km3net VO and a File-plugin StorageElement per RSE."""
     from DIRAC.tests.Utilities.utils import generateDIRACConfig
 
+    from KM3DIRAC.sandbox.dirac_inprocess import answer_resource_status_in_process
+
     cfg_text = LocalDiracConfig(catalog=None, storages=dirac_storages).render()
     with generateDIRACConfig(cfg_text, f"km3dirac-{uuid.uuid4().hex}.cfg"):
+        answer_resource_status_in_process(storage.name for storage in dirac_storages)
         yield cfg_text
 
 

@@ -18,6 +18,20 @@ DEBIAN_PYTHON=/usr/bin/python3
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
+mkdir -p .work
+pip_log=.work/bootstrap-pip.log
+
+# pip, quietly: its full output goes to .work/bootstrap-pip.log and is shown only when it fails
+pip_in() {
+  local venv=$1
+  shift
+  if ! "$venv/bin/python" -m pip install "$@" >>"$pip_log" 2>&1; then
+    tail -n 60 "$pip_log" >&2
+    log "pip install into $venv failed (full log: $pip_log)"
+    return 1
+  fi
+}
+
 install_debian_packages() {
   local missing=()
   local package
@@ -51,9 +65,9 @@ make_client_venv() {
   log "creating .venv (DIRAC, rucio-clients, KM3DIRAC)"
   rm -rf .venv
   "$DEBIAN_PYTHON" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade 'pip>=24' 'setuptools>=68' wheel
+  pip_in .venv --upgrade 'pip>=24' 'setuptools>=68' wheel
   .venv/bin/python tools/link_debian_gfal2.py
-  .venv/bin/python -m pip install -q -e '.[testing]'
+  pip_in .venv -e '.[testing]'
   echo "$stamp" > .venv/.km3dirac-stamp
 }
 
@@ -66,7 +80,7 @@ make_server_venv() {
   log "creating .venv-rucio-server (Rucio server)"
   rm -rf .venv-rucio-server
   "$DEBIAN_PYTHON" -m venv .venv-rucio-server
-  .venv-rucio-server/bin/python -m pip install -q "$RUCIO_SERVER_REQUIREMENT" "$GUNICORN_REQUIREMENT"
+  pip_in .venv-rucio-server "$RUCIO_SERVER_REQUIREMENT" "$GUNICORN_REQUIREMENT"
   echo "$stamp" > .venv-rucio-server/.km3dirac-stamp
 }
 

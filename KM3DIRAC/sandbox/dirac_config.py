@@ -102,14 +102,9 @@ class LocalDiracConfig:
 
     @staticmethod
     def _storage_element(storage: LocalStorage) -> str:
-        # With the resource status system inactive (see _operations) DIRAC reads the access status from here.
         return f"""    {storage.name}
     {{
       BackendType = local
-      ReadAccess = Active
-      WriteAccess = Active
-      RemoveAccess = Active
-      CheckAccess = Active
       RucioRSE = {storage.name}
       File
       {{
@@ -127,12 +122,13 @@ class LocalDiracConfig:
 {{
   Defaults
   {{
-    ResourceStatus
+    DataManagement
     {{
-      Config
-      {{
-        State = InActive
-      }}
+      # local StorageElements speak only the File plugin's protocol
+      AccessProtocols = file
+      WriteProtocols = file
+      RegistrationProtocols = file
+      ThirdPartyProtocols = file
     }}
     Services
     {{

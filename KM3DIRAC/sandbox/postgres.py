@@ -56,7 +56,7 @@ class PostgresInstance:
         command = list(args)
         if self.run_as_postgres_user:
             command = ["runuser", "-u", "postgres", "--", *command]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise ServiceStartError(
                 f"PostgreSQL command {' '.join(args[:2])} failed ({result.returncode}):\n{result.stderr}\n"
@@ -73,7 +73,7 @@ class PostgresInstance:
         command = [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "status"]
         if self.run_as_postgres_user:
             command = ["runuser", "-u", "postgres", "--", *command]
-        return subprocess.run(command, capture_output=True, check=False).returncode == 0  # noqa: S603
+        return subprocess.run(command, capture_output=True, check=False).returncode == 0
 
     def stop(self) -> None:
         if self.data_dir.exists() and self.is_running():

@@ -31,7 +31,7 @@ from KM3DIRAC.sandbox.processes import (
 SOURCE_ROOT = Path(KM3DIRAC.__file__).resolve().parent.parent
 ROOT_ACCOUNT = "root"
 ROOT_USERNAME = "km3dirac-root"
-ROOT_PASSWORD = "km3dirac-root-secret"  # noqa: S105  (throw-away credential of a loopback test server)
+ROOT_PASSWORD = "km3dirac-root-secret"
 POLICY_MODULE = "KM3DIRAC.core.rucio_policy"
 
 # alembic's env.py of Rucio configures logging from the ini file: it needs these sections
@@ -199,7 +199,7 @@ def start_rucio_server(work_dir: Path, port: int | None = None) -> RucioServer:
         )
         config_file = work_dir / "rucio-server.cfg"
         config_file.write_text(server_config_text(dsn, alembic_ini))
-        bootstrap = subprocess.run(  # noqa: S603
+        bootstrap = subprocess.run(
             [str(venv / "bin" / "python"), "-c", BOOTSTRAP_SCRIPT], env=_server_env(config_file),
             capture_output=True, text=True, check=False, cwd=work_dir,
         )

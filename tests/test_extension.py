@@ -1,0 +1,56 @@
+"""DIRAC sees KM3DIRAC as its primary extension, and every console script KM3DIRAC declares can be loaded."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+
+def test_extensions_by_priority_lists_km3dirac_first():
+    from DIRAC.Core.Utilities.Extensions import extensionsByPriority
+
+    extensions = extensionsByPriority()
+    assert extensions[0] == "KM3DIRAC"
+    assert extensions[-1] == "DIRAC"
+
+
+def test_cs_extensions_strip_the_dirac_suffix():
+    from DIRAC.ConfigurationSystem.Client.Helpers.CSGlobals import getCSExtensions
+
+    assert getCSExtensions() == ["KM3"]
+
+
+def test_extension_metadata_entry_point():
+    (entry_point,) = [ep for ep in metadata.entry_points(group="dirac") if ep.value.startswith("KM3DIRAC")]
+    info = entry_point.load()()
+    assert info["primary_extension"] is True
+    assert info["priority"] == 100
+
+
+def test_every_console_script_entry_point_loads():
+    """DIRAC's Test_entrypoints pattern, for KM3DIRAC's commands."""
+    scripts = [ep for ep in metadata.entry_points(group="console_scripts") if ep.module.startswith("KM3DIRAC")]
+    assert scripts, "KM3DIRAC declares no console script"
+    errors = []
+    for entry_point in scripts:
+        assert entry_point.name.startswith("dirac-km3-"), entry_point.name
+        # @Script() takes the command name from the module file name
+        assert entry_point.module.rsplit(".", 1)[-1] == entry_point.name.replace("-", "_"), entry_point
+        try:
+            entry_point.load()
+        except ImportError as error:
+            errors.append(f"{entry_point.name}: {error}")
+    assert not errors, errors
+
+
+def test_dirac_km3_info_runs_as_a_command(tmp_path):
+    """The installed command runs under DIRAC's @Script machinery and reports the extension order."""
+    cfg = tmp_path / "dirac.cfg"
+    cfg.write_text("DIRAC\n{\n  VirtualOrganization = km3net\n}\n")
+    command = [str(Path(sys.executable).parent / "dirac-km3-info"), "--cfg", str(cfg)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "KM3DIRAC, DIRAC" in result.stdout
+    assert "9.1.22" in result.stdout

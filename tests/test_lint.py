@@ -1,0 +1,32 @@
+"""Lint is part of the test suite: ruff (line length 120, pyproject.toml) on the code, shellcheck on shell scripts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON_TREES = ["KM3DIRAC", "tests", "tools", "bench"]
+
+
+def _ruff() -> str:
+    ruff = Path(sys.executable).parent / "ruff"
+    assert ruff.exists(), "ruff is not installed in the test environment (extra 'testing' of setup.cfg)"
+    return str(ruff)
+
+
+def test_ruff_check_is_clean():
+    result = subprocess.run([_ruff(), "check", *PYTHON_TREES], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shell_scripts_are_shellcheck_clean():
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck missing: tools/bootstrap.sh installs it"
+    scripts = [str(path) for path in [*ROOT.glob("tools/*.sh"), *ROOT.glob("cvmfs/**/*.sh"), ROOT / ".ci/run"]
+               if path.exists()]
+    assert scripts
+    result = subprocess.run([shellcheck, *scripts], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
