@@ -21,9 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from KM3DIRAC.sandbox.dirac_config import LocalDiracConfig, LocalStorage
+from KM3DIRAC.sandbox.dirac_config import LocalDiracConfig, LocalStorage, RucioCatalogSettings
 from KM3DIRAC.sandbox.processes import free_port
-from KM3DIRAC.sandbox.rucio_server import LOOPBACK, RucioServer, client_config_text, start_rucio_server
+from KM3DIRAC.sandbox.rucio_server import (
+    LOOPBACK,
+    ROOT_ACCOUNT,
+    ROOT_PASSWORD,
+    ROOT_USERNAME,
+    RucioServer,
+    client_config_text,
+    start_rucio_server,
+)
 
 RSE_NAMES = ("KM3-DISK-1", "KM3-DISK-2")
 DEFAULT_SCOPE = "km3test"
@@ -136,13 +144,16 @@ def dirac_storages(session_paths: Session) -> list[LocalStorage]:
 
 
 @pytest.fixture(scope="session")
-def dirac_cs(session_paths: Session, dirac_storages: list[LocalStorage]) -> Iterator[str]:
-    """DIRAC's configuration loaded in-process: the km3net VO and a File-plugin StorageElement per RSE."""
+def dirac_cs(session_paths: Session, dirac_storages: list[LocalStorage], rucio_server: RucioServer) -> Iterator[str]:
+    """DIRAC's configuration loaded in-process: the km3net VO, a File-plugin StorageElement per RSE, and
+    KM3DIRAC's Rucio catalog (pointing at the session's Rucio server) as the only catalog."""
     from DIRAC.tests.Utilities.utils import generateDIRACConfig
 
     from KM3DIRAC.sandbox.dirac_inprocess import answer_resource_status_in_process
 
-    cfg_text = LocalDiracConfig(catalog=None, storages=dirac_storages).render()
+    catalog = RucioCatalogSettings(rucio_host=rucio_server.url, auth_host=rucio_server.url, account=ROOT_ACCOUNT,
+                                   username=ROOT_USERNAME, password=ROOT_PASSWORD)
+    cfg_text = LocalDiracConfig(catalog=catalog, storages=dirac_storages).render()
     with generateDIRACConfig(cfg_text, f"km3dirac-{uuid.uuid4().hex}.cfg"):
         answer_resource_status_in_process(storage.name for storage in dirac_storages)
         yield cfg_text
