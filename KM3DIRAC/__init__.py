@@ -16,7 +16,14 @@ VO = "km3net"
 
 
 def extension_metadata() -> dict:
-    """Entry point of the ``dirac`` group: how DIRAC finds and ranks this extension."""
+    """Entry point of the ``dirac`` group: how DIRAC finds and ranks this extension.
+
+    DIRAC calls it (through ``extensionsByPriority``) in every process before it loads any module by relative
+    path, which makes it the place to repair DIRAC's module search order (see :mod:`KM3DIRAC.dirac_compat`).
+    """
+    from KM3DIRAC.dirac_compat import repair_object_loader_root_order
+
+    repair_object_loader_root_order()
     return {
         "primary_extension": True,
         "priority": 100,

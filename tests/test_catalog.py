@@ -6,6 +6,8 @@ Each test pins down a gap of DIRAC core's RucioFileCatalogClient (../shared/note
 from __future__ import annotations
 
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -214,6 +216,23 @@ def test_metadata_is_flat_user_keys_and_searchable(fc, scope_factory):
     assert _ok(fc.getFileUserMetadata(lfns[1])) == {"run_number": 1}
     compatible = _ok(fc.getCompatibleMetadata({"DetectorID": 133}, f"/km3net/{scope}"))
     assert compatible["run_number"] == [2, 3]
+
+
+def test_dirac_dms_find_lfns_command(dirac_cs, fc, scope_factory, tmp_path):
+    """Gap: dirac-dms-find-lfns failed (DIRACGrid/DIRAC#8329) for lack of getMetadataFields. Run as a command, it
+    also proves KM3DIRAC's catalog survives DIRAC's ObjectLoader reload (KM3DIRAC.dirac_compat)."""
+    scope = scope_factory()
+    lfn = f"/km3net/{scope}/find/f.root"
+    _register(fc, [lfn, f"/km3net/{scope}/find/g.root"])
+    fc.setMetadata(lfn, {"run_number": 42})
+    cfg = tmp_path / "dirac.cfg"
+    cfg.write_text(dirac_cs)
+    command = [str(Path(sys.executable).parent / "dirac-dms-find-lfns"), "--cfg", str(cfg),
+               f"Path=/km3net/{scope}", "run_number>40"]
+    found = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert found.returncode == 0, found.stdout + found.stderr
+    listed = [line.strip() for line in found.stdout.splitlines() if line.strip().startswith("/km3net/")]
+    assert listed == [lfn], found.stdout + found.stderr
 
 
 def test_rucio_upload_is_found_and_read_through_dirac(fc, dm, rucio_client, scope_factory, local_file, tmp_path):

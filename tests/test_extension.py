@@ -54,3 +54,16 @@ def test_dirac_km3_info_runs_as_a_command(tmp_path):
     assert result.returncode == 0, result.stderr + result.stdout
     assert "KM3DIRAC, DIRAC" in result.stdout
     assert "9.1.22" in result.stdout
+
+
+def test_object_loader_keeps_the_extension_first_after_a_reload():
+    """DIRAC 9.1.22 reorders ObjectLoader's roots to DIRAC-first on reloadRootModules (run by every command after
+    the CS is enabled); KM3DIRAC.dirac_compat repairs it, so same-path overrides keep working."""
+    from DIRAC.Core.Utilities.ObjectLoader import ObjectLoader
+
+    loader = ObjectLoader()
+    loader.reloadRootModules()
+    loader.reloadRootModules()
+    loaded = loader.loadObject("Resources.Catalog.RucioFileCatalogClient", "RucioFileCatalogClient")
+    assert loaded["OK"], loaded
+    assert loaded["Value"].__module__ == "KM3DIRAC.Resources.Catalog.RucioFileCatalogClient"
