@@ -197,10 +197,7 @@ class CatalogWrites(CatalogReads):
         new_records = {}
         for lfn, record in records.items():
             meta = existing.get(record["did"])
-            if meta is not None and record["did"] not in visible:
-                result.failed[lfn] = (f"{lfn} was removed and Rucio has not purged it yet: its name cannot be "
-                                      "registered again before Rucio's undertaker has run")
-            elif meta is None:
+            if meta is None:
                 new_records[lfn] = record
             elif meta["did_type"] != FILE:
                 result.failed[lfn] = f"{lfn} exists as a directory ({meta['did_type']})"
@@ -208,6 +205,10 @@ class CatalogWrites(CatalogReads):
                     record["adler32"] and normalise_adler32(meta["adler32"] or "") != record["adler32"]):
                 result.failed[lfn] = (f"{lfn} already registered with size {meta['bytes']} and adler32 "
                                       f"{meta['adler32']}, not {record['bytes']} / {record['adler32']}")
+            elif record["did"] not in visible:
+                # removed through this catalog and not purged by Rucio yet: registered again, same content
+                record["revive"] = True
+                new_records[lfn] = record
         already = {lfn: records[lfn] for lfn in records if lfn not in new_records and lfn not in result.failed}
         self._register(new_records, result)
         self._add_replicas_of_existing(already, result)
@@ -283,6 +284,12 @@ class CatalogWrites(CatalogReads):
                 ignore_duplicate=True,
             )
             self._pin(rse, attachments)
+            revived = [{**r["did"].as_dict(), "meta": {"lifetime": None}} for r in records.values() if r.get("revive")]
+            if revived:
+                self.client.set_dids_metadata_bulk(revived)
+                # its old replica record may still be there, marked UNAVAILABLE by the removal: the bytes are back
+                self.client.update_replicas_states(rse, [{"scope": r["scope"], "name": r["name"], "state": "A"}
+                                                         for r in revived])
         except RucioException as error:
             self._undo_registration(rse, files, attachments)
             result.fail(records, f"registration at {rse} failed and was rolled back: {error}")
