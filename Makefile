@@ -1,5 +1,5 @@
 # The two commands of README.md. Each does all the set-up it needs (tools/bootstrap.sh) first.
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo clean bench-catalog
 
 PYTEST_ARGS ?=
 
@@ -16,3 +16,8 @@ lint: install
 
 clean:
 	rm -rf .venv .venv-rucio-server .work
+
+# Catalog benchmark (issue "A Rucio FileCatalog plugin"): BENCH_ARGS="--files 1000 --find-dids 10000" for a quick run
+BENCH_ARGS ?=
+bench-catalog: install
+	.venv/bin/python -m bench.catalog_bench $(BENCH_ARGS)
