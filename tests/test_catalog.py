@@ -291,3 +291,23 @@ def test_client_settings_come_from_the_cs_options(tmp_path):
         _client_settings({"AuthType": "userpass", "Username": "u"})
     with pytest.raises(ConfigurationError, match="AuthType = kerberos"):
         _client_settings({"AuthType": "kerberos"})
+
+
+def test_dataset_methods_resolve_and_close_run_datasets(fc, rucio_client, scope_factory):
+    scope = scope_factory()
+    run = f"/km3net/{scope}/raw/KM3NeT_00000133/run12345"
+    files = [f"{run}/KM3NeT_00000133_00012345.{i}.root" for i in range(3)]
+    _register(fc, files)
+    assert _ok(fc.resolveDataset(run))["Successful"][run] == sorted(files)
+    assert _ok(fc.resolveDataset(f"/km3net/{scope}/raw"))["Successful"][f"/km3net/{scope}/raw"] == sorted(files)
+    assert run in _ok(fc.freezeDataset(run))["Successful"]
+    assert rucio_client.get_did(scope, run)["open"] is False
+    late = _ok(fc.addFile({f"{run}/late.root": {"Size": 1, "SE": "KM3-DISK-1", "Checksum": "00000001"}}))
+    assert "closed" in str(late["Failed"][f"{run}/late.root"]).lower(), late
+    assert not _ok(fc.exists(f"{run}/late.root"))["Successful"][f"{run}/late.root"]
+    not_a_dataset = _ok(fc.freezeDataset(f"/km3net/{scope}/raw"))["Failed"]
+    assert "only datasets" in str(not_a_dataset)
+    created = f"/km3net/{scope}/made/byhand"
+    assert created in _ok(fc.createDataset(created))["Successful"]
+    assert rucio_client.get_did(scope, created)["type"] == "DATASET"
+    assert created in _ok(fc.removeDataset(created))["Successful"]

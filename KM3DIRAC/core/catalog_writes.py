@@ -140,6 +140,9 @@ class CatalogWrites(CatalogReads):
                     problems[leaf] = (f"{self.mapper.to_lfn(did)} is a {meta['did_type']}, cannot hold "
                                       f"{'files' if did == leaf else 'sub-directories'}")
                     break
+                if meta is not None and did == leaf and not leaf_may_be_container and meta.get("is_open") is False:
+                    problems[leaf] = f"{self.mapper.to_lfn(did)} is closed: no file can be added to it"
+                    break
         to_create = [did for did in wanted if did not in existing
                      and not any(did == leaf or did.name in self.mapper.ancestors(leaf.name) for leaf in problems)]
         if to_create:
@@ -155,6 +158,43 @@ class CatalogWrites(CatalogReads):
                     ignore_duplicate=True,
                 )
         return problems
+
+    # ------------------------------------------------------------------------------------------- datasets
+    def dataset_files(self, lfns: dict[str, Any]) -> Bulk:
+        """``{dataset or container: [file LFNs]}``, resolved recursively by Rucio."""
+        from rucio.common.exception import DataIdentifierNotFound
+
+        result = Bulk()
+        for lfn, did in self.resolve(lfns, result).items():
+            try:
+                files = [DID(f["scope"], f["name"]) for f in self.client.list_files(did.scope, did.name)]
+            except DataIdentifierNotFound:
+                result.failed[lfn] = NO_SUCH_FILE
+                continue
+            result.successful[lfn] = sorted(self.mapper.to_lfn(f) for f in files)
+        return result
+
+    def set_dataset_open(self, lfns: dict[str, Any], is_open: bool) -> Bulk:
+        """Close (freeze) or reopen datasets. A closed run dataset tells KM3DIRAC's plugins the run is complete."""
+        from rucio.common.exception import DataIdentifierNotFound, RucioException
+
+        result = Bulk()
+        dids = self.resolve(lfns, result)
+        metadata = self.did_metadata(dids.values())
+        for lfn, did in dids.items():
+            meta = metadata.get(did)
+            if meta is None:
+                result.failed[lfn] = NO_SUCH_FILE
+            elif meta["did_type"] != "DATASET":
+                result.failed[lfn] = f"{lfn} is a {meta['did_type']}, only datasets are closed or reopened"
+            else:
+                try:
+                    if bool(meta.get("is_open")) != is_open:
+                        self.client.set_status(did.scope, did.name, open=is_open)
+                    result.successful[lfn] = True
+                except (DataIdentifierNotFound, RucioException) as error:
+                    result.failed[lfn] = f"{lfn}: {error}"
+        return result
 
     def remove_directory(self, lfns: dict[str, Any]) -> Bulk:
         """Remove empty directories (DFC semantics: a directory with content is not removed)."""
@@ -298,6 +338,11 @@ class CatalogWrites(CatalogReads):
             result.successful[lfn] = True
 
     def _undo_registration(self, rse: str, files: list[dict], attachments: dict[DID, list[dict]]) -> None:
+        """Take back a chunk whose attachment or pinning failed: detached, replicas unavailable, DIDs expired.
+
+        Rucio lets no account delete replica records or file DIDs; this is what removeFile does, so the files are
+        invisible to the catalog at once and Rucio's daemons purge them.
+        """
         from rucio.common.exception import DataIdentifierNotFound, RucioException
 
         dids = [{"scope": f["scope"], "name": f["name"]} for f in files]
@@ -307,9 +352,10 @@ class CatalogWrites(CatalogReads):
                     self.client.detach_dids(dataset.scope, dataset.name, children)
                 except DataIdentifierNotFound:
                     pass
-            self.client.delete_replicas(rse, dids)
+            self.client.update_replicas_states(rse, [{**did, "state": "U"} for did in dids])
+            self.client.set_dids_metadata_bulk([{**did, "meta": {"lifetime": 0}} for did in dids])
         except RucioException as error:
-            log.error("could not roll back replicas at %s of %d files: %s", rse, len(dids), error)
+            log.error("could not roll back the registration at %s of %d files: %s", rse, len(dids), error)
 
     def _pin(self, rse: str, attachments: dict[DID, list[dict]]) -> None:
         """One rule per (dataset, RSE): on the dataset if it has no rule yet, else per file off its home RSE."""

@@ -155,9 +155,10 @@ class RucioFileCatalogClient(FileCatalogClientBase):
     READ_METHODS = [*FileCatalogClientBase.READ_METHODS, "isFile", "isDirectory", "getFileMetadata", "getFileSize",
                     "getReplicas", "getReplicaStatus", "listDirectory", "getDirectorySize", "getMetadataFields",
                     "findFilesByMetadata", "getCompatibleMetadata", "findFilesByMetadataWeb",
-                    "getFileUserMetadata", "getDirectoryUserMetadata"]
+                    "getFileUserMetadata", "getDirectoryUserMetadata", "resolveDataset", "getDatasetFiles"]
     WRITE_METHODS = [*FileCatalogClientBase.WRITE_METHODS, "addFile", "addReplica", "removeReplica", "removeFile",
-                     "createDirectory", "removeDirectory", "setMetadata", "setMetadataBulk", "removeMetadata"]
+                     "createDirectory", "removeDirectory", "setMetadata", "setMetadataBulk", "removeMetadata",
+                     "createDataset", "removeDataset", "freezeDataset", "releaseDataset"]
     NO_LFN_METHODS = [*FileCatalogClientBase.NO_LFN_METHODS, "getMetadataFields", "findFilesByMetadata",
                       "getCompatibleMetadata", "findFilesByMetadataWeb", "setMetadata", "setMetadataBulk",
                       "removeMetadata", "getFileUserMetadata", "getDirectoryUserMetadata"]
@@ -245,6 +246,34 @@ class RucioFileCatalogClient(FileCatalogClientBase):
     @lfn_method
     def removeDirectory(self, lfns, recursive=False):
         return self.catalog.remove_directory(lfns)
+
+    # ------------------------------------------------------------------------------------------- datasets
+    # A directory holding files is a Rucio DATASET: the dataset methods act on those directories.
+    @lfn_method
+    def createDataset(self, lfns):
+        return self.catalog.create_directory(lfns)
+
+    @lfn_method
+    def removeDataset(self, lfns):
+        return self.catalog.remove_directory(lfns)
+
+    @lfn_method
+    def resolveDataset(self, lfns):
+        return self.catalog.dataset_files(lfns)
+
+    @lfn_method
+    def getDatasetFiles(self, lfns):
+        return self.catalog.dataset_files(lfns)
+
+    @lfn_method
+    def freezeDataset(self, lfns):
+        """Close the Rucio dataset: no more files can be attached (KM3DIRAC's 'run complete' signal)."""
+        return self.catalog.set_dataset_open(lfns, is_open=False)
+
+    @lfn_method
+    def releaseDataset(self, lfns):
+        """Reopen a closed dataset (Rucio allows it to admin accounts only)."""
+        return self.catalog.set_dataset_open(lfns, is_open=True)
 
     # ------------------------------------------------------------------------------------------- metadata
     @plain_method
