@@ -106,9 +106,9 @@ def test_outputs_fail_over_register_with_provenance_and_retry_idempotently(rucio
 def test_outputs_nowhere_to_go_are_named(rucio_client, scope_factory, tmp_path):
     (tmp_path / "a.root").write_bytes(b"a")
     spec = OutputSpec(directory=f"/km3net/{scope_factory()}/x", rse="NO-SUCH-RSE", failover_rses=["ALSO-MISSING"])
-    with pytest.raises(OutputDataError, match="a.root"):
+    with pytest.raises(OutputDataError, match=r"a\.root"):
         store_outputs(rucio_client, [tmp_path / "a.root"], spec)
-    with pytest.raises(OutputDataError, match=r"\*.dat"):
+    with pytest.raises(OutputDataError, match=r"\*\.dat"):
         collect_outputs(["*.dat"], tmp_path)
 
 

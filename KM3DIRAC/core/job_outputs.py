@@ -28,7 +28,7 @@ class OutputDataError(KM3DiracError):
     """Outputs that could not be stored anywhere; the message names them."""
 
 
-class RegistrationPending(KM3DiracError):  # noqa: N818  (a state, not a failure: the data is safe)
+class RegistrationPending(KM3DiracError):
     """Files are stored but not registered (Rucio unreachable); ``pending`` is what to register later."""
 
     def __init__(self, message: str, pending: dict[str, dict]) -> None:
