@@ -62,11 +62,14 @@ make_client_venv() {
   if [ -f .venv/.km3dirac-stamp ] && [ "$(cat .venv/.km3dirac-stamp)" = "$stamp" ]; then
     return 0
   fi
-  log "creating .venv (DIRAC, rucio-clients, KM3DIRAC)"
-  rm -rf .venv
-  "$DEBIAN_PYTHON" -m venv .venv
-  pip_in .venv --upgrade 'pip>=24' 'setuptools>=68' wheel
-  .venv/bin/python tools/link_debian_gfal2.py
+  if [ ! -x .venv/bin/python ]; then
+    log "creating .venv (DIRAC, rucio-clients, KM3DIRAC)"
+    "$DEBIAN_PYTHON" -m venv .venv
+    pip_in .venv --upgrade 'pip>=24' 'setuptools>=68' wheel
+    .venv/bin/python tools/link_debian_gfal2.py
+  else
+    log "updating .venv (the project's requirements changed)"
+  fi
   pip_in .venv -e '.[testing]'
   echo "$stamp" > .venv/.km3dirac-stamp
 }

@@ -102,11 +102,12 @@ def _upload(client: Any, output: StoredOutput, rse: str, rse_settings: dict[str,
 
 
 def store_outputs(client: Any, paths: list[Path], spec: OutputSpec, mapper: LFNMapper | None = None,
-                  progress: Progress | None = None) -> list[StoredOutput]:
-    """Upload each file to ``spec.rse`` or, failing that, to the failover RSEs in order."""
+                  progress: Progress | None = None, rse_settings: dict[str, dict] | None = None) -> list[StoredOutput]:
+    """Upload each file to ``spec.rse`` or, failing that, to the failover RSEs in order. ``rse_settings`` fetched
+    at the start of the job let the upload itself go on while Rucio is unreachable."""
     rucio_policy.register()
     mapper = mapper or LFNMapper()
-    rse_settings: dict[str, dict] = {}
+    rse_settings = rse_settings if rse_settings is not None else {}
     outputs = [StoredOutput(path, f"{spec.directory.rstrip('/')}/{path.name}", path.stat().st_size,
                             adler32_of_file(path)) for path in paths]
     for output in outputs:
@@ -128,6 +129,17 @@ def store_outputs(client: Any, paths: list[Path], spec: OutputSpec, mapper: LFNM
     if failed:
         raise OutputDataError(f"outputs could not be stored on any RSE: {'; '.join(failed)}")
     return outputs
+
+
+def prefetch_rse_settings(client: Any, spec: OutputSpec) -> dict[str, dict]:
+    """Protocol settings of the destination and failover RSEs, while Rucio answers (the start of the job)."""
+    settings = {}
+    for rse in [spec.rse, *spec.failover_rses]:
+        try:
+            settings[rse] = client.get_rse(rse)
+        except Exception as error:  # an unknown or unreachable RSE is tried again at upload time
+            log.warning("no settings for RSE %s yet: %s", rse, error)
+    return settings
 
 
 def registration_entries(outputs: list[StoredOutput], spec: OutputSpec) -> dict[str, dict]:

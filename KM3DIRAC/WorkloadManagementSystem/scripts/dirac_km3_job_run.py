@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Run a payload with its data in Rucio: download the inputs, run the command, store and register the outputs.
+
+For plain `dirac-wms-job-submit` users: name this command as the JDL Executable. Progress is the job's
+ApplicationStatus ("Downloading inputs 3/10", "Running", "Uploading outputs 2/5", "Registered"). When Rucio cannot
+be reached for registration the outputs stay stored and a request for DIRAC's RMS is left in the job directory
+(km3dirac_outputs_request.json), which the JobWrapper sends; the exit code is then still the payload's.
+
+Example:
+  $ dirac-km3-job-run --inputs /km3net/data/raw/KM3NeT_00000133/12345 --outputs '*.root' \\
+      --output-path /km3net/user/j/jdoe/reco/12345 --output-se CC-IN2P3-DISK -- ./reco.sh
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from DIRAC.Core.Base.Script import Script
+
+OPTIONS = {
+    "inputs": ("KM3InputData", "comma-separated DIDs (files, datasets, containers) to download"),
+    "outputs": ("KM3OutputData", "comma-separated file patterns of the outputs"),
+    "output-path": ("KM3OutputPath", "LFN of the directory (dataset) the outputs are registered into"),
+    "output-se": ("KM3OutputSE", "RSE the outputs are uploaded to"),
+    "failover-se": ("KM3FailoverSEs", "comma-separated RSEs tried when the first one fails"),
+    "metadata": ("KM3OutputMetadata", "JSON object of metadata for every output"),
+    "replicate": ("KM3Replicate", "RSE expression of an extra replication rule for the outputs"),
+    "workers": ("KM3DownloadWorkers", "parallel downloads (default 4)"),
+}
+
+
+@Script()
+def main():
+    parameters = {}
+
+    def setter(name):
+        def set_value(value):
+            parameters[OPTIONS[name][0]] = value
+            return {"OK": True, "Value": None}
+
+        return set_value
+
+    for name, (_, help_text) in OPTIONS.items():
+        Script.registerSwitch("", f"{name}=", help_text, setter(name))
+    Script.registerArgument(["Command: the payload command and its arguments (after --)"], mandatory=True)
+    Script.parseCommandLine(ignoreErrors=False)
+    command = Script.getPositionalArgs()
+
+    from DIRAC import gLogger
+
+    from KM3DIRAC.core.errors import KM3DiracError
+    from KM3DIRAC.core.job_run import plan_from_parameters
+    from KM3DIRAC.WorkloadManagementSystem.JobData import runner_for, site_rses, write_pending_request
+
+    job_id = int(os.environ.get("JOBID") or 0)
+    workdir = Path.cwd()
+    try:
+        runner = runner_for(plan_from_parameters(parameters, workdir, job_id, close_rses=site_rses()), job_id)
+        runner.fetch_inputs()
+    except KM3DiracError as error:
+        gLogger.error("input data", str(error))
+        sys.exit(2)
+    runner.status("Running")
+    payload = subprocess.run(command, check=False)  # noqa: S603  (the user's own payload)
+    if payload.returncode != 0:
+        runner.status(f"Payload failed with exit code {payload.returncode}")
+        sys.exit(payload.returncode)
+    try:
+        outcome = runner.store_and_register(workdir)
+    except KM3DiracError as error:
+        gLogger.error("output data", str(error))
+        sys.exit(3)
+    request_file = write_pending_request(outcome, workdir, job_id)
+    if request_file:
+        gLogger.warn("output registration deferred to DIRAC's RMS", str(request_file))
+    for lfn in outcome.registered:
+        gLogger.notice(f"registered {lfn}")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""One job's data plan and its two halves, shared by both ways in (the JobExecutionCoordinator of production jobs
+and the ``dirac-km3-job-run`` command of user jobs):
+
+    fetch_inputs()          before the payload: "Downloading inputs i/n"
+    store_and_register()    after the payload:  "Uploading outputs i/n", "Registered" (or "Registration pending")
+
+The status callback is what the DIRAC adapter turns into the job's ApplicationStatus.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from KM3DIRAC.core.errors import ConfigurationError
+from KM3DIRAC.core.job_inputs import InputFile, attach_replicas, download_inputs, resolve_inputs
+from KM3DIRAC.core.job_outputs import (
+    OutputSpec,
+    RegistrationPending,
+    collect_outputs,
+    prefetch_rse_settings,
+    register_outputs,
+    registration_entries,
+    store_outputs,
+)
+
+Status = Callable[[str], None]
+
+
+@dataclass
+class JobDataPlan:
+    inputs: list[str] = field(default_factory=list)
+    input_dir: Path = Path(".")
+    close_rses: list[str] = field(default_factory=list)
+    download_workers: int = 4
+    output_patterns: list[str] = field(default_factory=list)
+    output: OutputSpec | None = None
+
+
+@dataclass
+class StoreOutcome:
+    registered: list[str] = field(default_factory=list)
+    pending: dict[str, dict] = field(default_factory=dict)  # stored, registration deferred to DIRAC's RMS
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [item.strip() for item in value.replace(";", ",").split(",") if item.strip()]
+    return [str(item).strip() for item in value if str(item).strip()]
+
+
+def _as_dict(name: str, value: Any) -> dict[str, Any]:
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ConfigurationError(f"{name} must be a JSON object: {error}") from error
+    if not isinstance(parsed, dict):
+        raise ConfigurationError(f"{name} must be a JSON object, not {type(parsed).__name__}")
+    return parsed
+
+
+def plan_from_parameters(parameters: dict[str, Any], workdir: Path, job_id: int | None = None,
+                         close_rses: list[str] | None = None) -> JobDataPlan:
+    """Build the plan from JDL parameters (names documented in ConfigTemplate.cfg and jdl_templates/README.md):
+    KM3InputData, KM3OutputData, KM3OutputPath, KM3OutputSE, KM3FailoverSEs, KM3OutputMetadata, KM3Replicate,
+    KM3DownloadWorkers, and the production ids JOB_ID / PRODUCTION_ID (set by DIRAC's WorkflowTasks)."""
+    patterns = _as_list(parameters.get("KM3OutputData"))
+    output = None
+    if patterns:
+        path = parameters.get("KM3OutputPath")
+        rse = parameters.get("KM3OutputSE")
+        missing = [name for name, value in (("KM3OutputPath", path), ("KM3OutputSE", rse)) if not value]
+        if missing:
+            raise ConfigurationError(f"KM3OutputData is set but {' and '.join(missing)} missing")
+        provenance = {key: value for key, value in (
+            ("JobID", job_id),
+            ("TransformationID", _int_or_none(parameters.get("PRODUCTION_ID"))),
+            ("TaskID", _int_or_none(parameters.get("JOB_ID"))),
+            ("Parents", ",".join(_as_list(parameters.get("KM3InputData")))),
+        ) if value not in (None, "")}
+        output = OutputSpec(directory=str(path), rse=str(rse), failover_rses=_as_list(parameters.get("KM3FailoverSEs")),
+                            metadata=_as_dict("KM3OutputMetadata", parameters.get("KM3OutputMetadata")),
+                            provenance=provenance, replicate_to=parameters.get("KM3Replicate") or None)
+    try:
+        workers = int(parameters.get("KM3DownloadWorkers") or 4)
+    except ValueError as error:
+        raise ConfigurationError(f"KM3DownloadWorkers must be an integer: {error}") from error
+    return JobDataPlan(inputs=_as_list(parameters.get("KM3InputData")), input_dir=workdir,
+                       close_rses=close_rses or [], download_workers=workers, output_patterns=patterns, output=output)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class JobDataRunner:
+    def __init__(self, client: Any, catalog: Any, plan: JobDataPlan, status: Status | None = None) -> None:
+        self.client = client
+        self.catalog = catalog
+        self.plan = plan
+        self.status = status or (lambda message: None)
+        self.rse_settings: dict[str, dict] = {}
+
+    def fetch_inputs(self) -> list[InputFile]:
+        """Download the inputs; also learn the output RSEs now, so uploads work even if Rucio goes away."""
+        if self.plan.output:
+            self.rse_settings = prefetch_rse_settings(self.client, self.plan.output)
+        if not self.plan.inputs:
+            return []
+        files = resolve_inputs(self.client, self.plan.inputs, self.catalog.mapper)
+        attach_replicas(self.client, files, self.plan.close_rses)
+        download_inputs(self.client, files, self.plan.input_dir, self.plan.download_workers,
+                        progress=lambda done, total: self.status(f"Downloading inputs {done}/{total}"))
+        return files
+
+    def store_and_register(self, workdir: Path) -> StoreOutcome:
+        if not self.plan.output or not self.plan.output_patterns:
+            return StoreOutcome()
+        spec = self.plan.output
+        paths = collect_outputs(self.plan.output_patterns, workdir)
+        stored = store_outputs(self.client, paths, spec, self.catalog.mapper,
+                               progress=lambda done, total: self.status(f"Uploading outputs {done}/{total}"),
+                               rse_settings=self.rse_settings)
+        entries = registration_entries(stored, spec)
+        try:
+            registered = register_outputs(self.catalog, entries, spec.replicate_to)
+        except RegistrationPending as pending:
+            self.status("Registration pending")
+            return StoreOutcome(pending=pending.pending)
+        self.status("Registered")
+        return StoreOutcome(registered=registered)
