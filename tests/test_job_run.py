@@ -68,7 +68,8 @@ def test_job_run_downloads_runs_and_registers(dirac_cs, raw_run, rucio_client, t
     meta = rucio_client.get_metadata(scope, names[0], plugin="ALL")
     assert (meta["run_number"], meta["DetectorID"], meta["Step"]) == (11291, 49, "count")
     assert meta["Parents"] == run
-    assert list(rucio_client.list_replicas([{"scope": scope, "name": names[0]}]))[0]["rses"].keys() == {"KM3-DISK-2"}
+    (replica,) = rucio_client.list_replicas([{"scope": scope, "name": names[0]}])
+    assert replica["rses"].keys() == {"KM3-DISK-2"}
 
 
 def test_rucio_stopped_mid_job_loses_nothing(dirac_cs, raw_run, rucio_server, rucio_client, tmp_path):

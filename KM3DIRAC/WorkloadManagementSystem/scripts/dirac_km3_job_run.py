@@ -62,7 +62,7 @@ def main():
         gLogger.error("input data", str(error))
         sys.exit(2)
     runner.status("Running")
-    payload = subprocess.run(command, check=False)  # noqa: S603  (the user's own payload)
+    payload = subprocess.run(command, check=False)
     if payload.returncode != 0:
         runner.status(f"Payload failed with exit code {payload.returncode}")
         sys.exit(payload.returncode)
