@@ -54,18 +54,36 @@ def _as_list(value: Any) -> list[str]:
     return [str(item).strip() for item in value if str(item).strip()]
 
 
+def _scalar(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _as_dict(name: str, value: Any) -> dict[str, Any]:
+    """A JSON object, or key=value items (a JDL list or a comma-separated string; numbers become numbers)."""
     if not value:
         return {}
     if isinstance(value, dict):
         return dict(value)
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as error:
-        raise ConfigurationError(f"{name} must be a JSON object: {error}") from error
-    if not isinstance(parsed, dict):
-        raise ConfigurationError(f"{name} must be a JSON object, not {type(parsed).__name__}")
-    return parsed
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ConfigurationError(f"{name} must be a JSON object or key=value items: {error}") from error
+        if not isinstance(parsed, dict):
+            raise ConfigurationError(f"{name} must be a JSON object, not {type(parsed).__name__}")
+        return parsed
+    items = {}
+    for item in _as_list(value):
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigurationError(f"{name}: {item!r} is not key=value")
+        items[key.strip()] = _scalar(text.strip())
+    return items
 
 
 def plan_from_parameters(parameters: dict[str, Any], workdir: Path, job_id: int | None = None,
@@ -96,6 +114,22 @@ def plan_from_parameters(parameters: dict[str, Any], workdir: Path, job_id: int 
         raise ConfigurationError(f"KM3DownloadWorkers must be an integer: {error}") from error
     return JobDataPlan(inputs=_as_list(parameters.get("KM3InputData")), input_dir=workdir,
                        close_rses=close_rses or [], download_workers=workers, output_patterns=patterns, output=output)
+
+
+def read_job_info(path: Path) -> dict[str, str]:
+    """JDL parameters from the ``job.info`` file DIRAC's JobWrapper writes into the job directory
+    (lines ``/Key = value``, lists joined with ", "; DIRAC 9.1 prefixes only the first line with ``/Job``)."""
+    parameters: dict[str, str] = {}
+    if not path.is_file():
+        return parameters
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition(" = ")
+        if not sep:
+            continue
+        key = key.removeprefix("/Job").strip("/")
+        if key and "/" not in key:
+            parameters[key] = value.strip()
+    return parameters
 
 
 def _int_or_none(value: Any) -> int | None:

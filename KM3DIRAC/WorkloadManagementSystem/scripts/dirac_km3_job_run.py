@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Run a payload with its data in Rucio: download the inputs, run the command, store and register the outputs.
 
-For plain `dirac-wms-job-submit` users: name this command as the JDL Executable. Progress is the job's
+For plain `dirac-wms-job-submit` users: name this command as the JDL Executable; it reads the KM3* parameters
+of the job's JDL (job.info in the job directory, see jdl_templates/README.md), options override them. Progress is
+the job's
 ApplicationStatus ("Downloading inputs 3/10", "Running", "Uploading outputs 2/5", "Registered"). When Rucio cannot
 be reached for registration the outputs stay stored and a request for DIRAC's RMS is left in the job directory
 (km3dirac_outputs_request.json), which the JobWrapper sends; the exit code is then still the payload's.
@@ -50,11 +52,12 @@ def main():
     from DIRAC import gLogger
 
     from KM3DIRAC.core.errors import KM3DiracError
-    from KM3DIRAC.core.job_run import plan_from_parameters
+    from KM3DIRAC.core.job_run import plan_from_parameters, read_job_info
     from KM3DIRAC.WorkloadManagementSystem.JobData import runner_for, site_rses, write_pending_request
 
     job_id = int(os.environ.get("JOBID") or 0)
     workdir = Path.cwd()
+    parameters = {**read_job_info(workdir / "job.info"), **parameters}
     try:
         runner = runner_for(plan_from_parameters(parameters, workdir, job_id, close_rses=site_rses()), job_id)
         runner.fetch_inputs()
