@@ -65,14 +65,19 @@ class RequestCounter:
 
 
 def measure(counter: RequestCounter, workload: str, approach: str, lfns: int, action: Callable[[], object],
-            check: Callable[[object], None]) -> Measurement:
-    before = counter.count()
-    start = time.perf_counter()
-    outcome = action()
-    seconds = time.perf_counter() - start
-    time.sleep(0.2)  # let gunicorn flush its access log
-    check(outcome)
-    return Measurement(workload, approach, lfns, seconds, counter.count() - before)
+            check: Callable[[object], None], repeats: int = 1) -> Measurement:
+    """Median wall time of ``repeats`` runs (writes run once); requests counted on the last run."""
+    times = []
+    for _ in range(repeats):
+        time.sleep(0.2)  # let gunicorn flush its access log
+        before = counter.count()
+        start = time.perf_counter()
+        outcome = action()
+        times.append(time.perf_counter() - start)
+        time.sleep(0.2)
+        requests = counter.count() - before
+        check(outcome)
+    return Measurement(workload, approach, lfns, statistics.median(times), requests)
 
 
 def all_successful(expected: int) -> Callable[[dict], None]:
@@ -179,11 +184,12 @@ def _run_against(server: RucioServer, work_dir: Path, counter: RequestCounter,
             print(f"{workload}: {args.files} / {args.core_files} LFNs", flush=True)
             results += [
                 measure(counter, workload, "KM3DIRAC", args.files, lambda c=ours_call: c(sets["KM3DIRAC"]),
-                        all_successful(args.files)),
+                        all_successful(args.files), args.repeats),
                 measure(counter, workload, "raw bulk", args.files,
-                        lambda c=raw_call: raw_bulk_read(c, sets["raw bulk"]), all_successful(args.files)),
+                        lambda c=raw_call: raw_bulk_read(c, sets["raw bulk"]), all_successful(args.files),
+                        args.repeats),
                 measure(counter, workload, "DIRAC core", args.core_files,
-                        lambda c=core_call: c(sets["DIRAC core"]), all_successful(args.core_files)),
+                        lambda c=core_call: c(sets["DIRAC core"]), all_successful(args.core_files), args.repeats),
             ]
         results += _find_benchmark(client, ours, core, counter, args)
     return results
@@ -216,13 +222,13 @@ def _find_benchmark(client, ours, core, counter: RequestCounter, args: argparse.
 
     measurements = [
         measure(counter, "findFilesByMetadata", "KM3DIRAC", args.find_dids,
-                lambda: ours.findFilesByMetadata(query, path), check),
-        measure(counter, "findFilesByMetadata", "raw bulk", args.find_dids, raw_find, check),
+                lambda: ours.findFilesByMetadata(query, path), check, args.repeats),
+        measure(counter, "findFilesByMetadata", "raw bulk", args.find_dids, raw_find, check, args.repeats),
     ]
     core_result = None
     try:
         core_result = measure(counter, "findFilesByMetadata", "DIRAC core", args.find_dids,
-                              lambda: core.findFilesByMetadata(query, path), check)
+                              lambda: core.findFilesByMetadata(query, path), check, args.repeats)
     except AssertionError as error:
         print(f"DIRAC core findFilesByMetadata gave a wrong answer: {error}", flush=True)
     if core_result:
@@ -259,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--core-files", type=int, default=1000, help="LFNs for DIRAC core's client (default 1000)")
     parser.add_argument("--find-dids", type=int, default=100_000,
                         help="DIDs findFilesByMetadata searches (default 100000)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each read workload, median (default 3)")
     args = parser.parse_args(argv)
     report(run(args))
     return 0

@@ -65,7 +65,8 @@ def check_input_sandbox(paths: list[str], base_dir: Path, limit_mib: int = SANDB
         total += sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
     if total > limit_mib * 1024 * 1024:
         raise JDLTemplateError(
-            f"{template_name}: input sandbox is {total / 1024 / 1024:.1f} MiB, DIRAC refuses more than {limit_mib} MiB. "
+            f"{template_name}: input sandbox is {total / 1024 / 1024:.1f} MiB, "
+            f"DIRAC refuses more than {limit_mib} MiB. "
             "Upload the big files to Rucio (rucio upload --rse <RSE> --scope <scope> --name /km3net/<scope>/... "
             "FILE) and list their DIDs in KM3InputData: the job downloads them itself.")
     return total

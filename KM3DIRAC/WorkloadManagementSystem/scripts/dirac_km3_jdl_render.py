@@ -7,7 +7,8 @@ are named in KM3InputData.
 
 Example:
   $ dirac-km3-jdl-render reconstruction.jdl -p Detector=133 -p Run=12345 -p Campaign=2026a \\
-      -p InputData=/km3net/data/raw/KM3NeT_00000133/12345 -p OutputSE=CC-IN2P3-DISK -p SoftwareVersion=v19 --output=r.jdl
+      -p InputData=/km3net/data/raw/KM3NeT_00000133/12345 -p OutputSE=CC-IN2P3-DISK -p SoftwareVersion=v19 \\
+      --output=r.jdl
 """
 
 import os
