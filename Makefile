@@ -1,5 +1,5 @@
 # The two commands of README.md. Each does all the set-up it needs (tools/bootstrap.sh) first.
-.PHONY: install test lint demo clean bench-catalog
+.PHONY: install test lint demo clean bench-catalog bench-wrapper
 
 PYTEST_ARGS ?=
 
@@ -21,3 +21,7 @@ clean:
 BENCH_ARGS ?=
 bench-catalog: install
 	.venv/bin/python -m bench.catalog_bench $(BENCH_ARGS)
+
+# Job wrapper benchmark (issue "Job wrappers ..."): BENCH_ARGS="--files 10 --file-mib 4" for a quick run
+bench-wrapper: install
+	.venv/bin/python -m bench.wrapper_bench $(BENCH_ARGS)
