@@ -61,10 +61,32 @@ class ApplicationStatusReporter:
             if not result["OK"]:
                 log.warn("could not send the application status", result["Message"])
 
+    def output_dids(self, lfns: list[str]) -> None:
+        """Record the registered outputs as the job parameter KM3OutputDIDs. DIRAC 9.1 keeps job parameters in
+        OpenSearch only; where there is none this fails, and the outputs stay findable from Rucio by their
+        JobID provenance metadata."""
+        if self._report is None or not lfns:
+            return
+        result = self._report.setJobParameter("KM3OutputDIDs", ",".join(lfns))
+        if not result["OK"]:
+            log.warn("could not set the job parameter KM3OutputDIDs", result["Message"])
+
 
 def runner_for(plan: JobDataPlan, job_id: int) -> JobDataRunner:
     catalog = catalog_from_cs()
     return JobDataRunner(catalog.client, catalog, plan, ApplicationStatusReporter(job_id))
+
+
+def finish_outputs(runner: JobDataRunner, workdir: Path, job_id: int) -> StoreOutcome:
+    """After the payload: store and register the outputs, publish their DIDs, and leave an RMS request for
+    registrations Rucio could not take now. Raises KM3DiracError when outputs cannot be stored at all."""
+    outcome = runner.store_and_register(workdir)
+    if isinstance(runner.status, ApplicationStatusReporter):
+        runner.status.output_dids(outcome.registered)
+    request_file = write_pending_request(outcome, workdir, job_id)
+    if request_file:
+        log.warn("output registration deferred to DIRAC's RMS", str(request_file))
+    return outcome
 
 
 def write_pending_request(outcome: StoreOutcome, workdir: Path, job_id: int) -> Path | None:

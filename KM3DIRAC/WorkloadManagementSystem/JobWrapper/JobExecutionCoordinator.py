@@ -16,7 +16,7 @@ from DIRAC.WorkloadManagementSystem.JobWrapper.JobExecutionCoordinator import (
 
 from KM3DIRAC.core.errors import KM3DiracError
 from KM3DIRAC.core.job_run import plan_from_parameters
-from KM3DIRAC.WorkloadManagementSystem.JobData import runner_for, site_rses, write_pending_request
+from KM3DIRAC.WorkloadManagementSystem.JobData import finish_outputs, runner_for, site_rses
 
 log = gLogger.getSubLogger("KM3JobExecutionCoordinator")
 
@@ -45,11 +45,8 @@ class JobExecutionCoordinator(DIRACJobExecutionCoordinator):
 
     def postProcess(self):
         try:
-            outcome = self._get_runner().store_and_register(Path.cwd())
+            finish_outputs(self._get_runner(), Path.cwd(), self.job_id)
         except KM3DiracError as error:
             log.error("output data", str(error))
             return S_ERROR(f"KM3DIRAC output data: {error}")
-        request_file = write_pending_request(outcome, Path.cwd(), self.job_id)
-        if request_file:
-            log.warn("output registration deferred to the RMS", str(request_file))
         return S_OK()

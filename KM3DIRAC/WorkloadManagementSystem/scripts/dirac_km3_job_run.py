@@ -53,7 +53,7 @@ def main():
 
     from KM3DIRAC.core.errors import KM3DiracError
     from KM3DIRAC.core.job_run import plan_from_parameters, read_job_info
-    from KM3DIRAC.WorkloadManagementSystem.JobData import runner_for, site_rses, write_pending_request
+    from KM3DIRAC.WorkloadManagementSystem.JobData import finish_outputs, runner_for, site_rses
 
     job_id = int(os.environ.get("JOBID") or 0)
     workdir = Path.cwd()
@@ -70,13 +70,10 @@ def main():
         runner.status(f"Payload failed with exit code {payload.returncode}")
         sys.exit(payload.returncode)
     try:
-        outcome = runner.store_and_register(workdir)
+        outcome = finish_outputs(runner, workdir, job_id)
     except KM3DiracError as error:
         gLogger.error("output data", str(error))
         sys.exit(3)
-    request_file = write_pending_request(outcome, workdir, job_id)
-    if request_file:
-        gLogger.warn("output registration deferred to DIRAC's RMS", str(request_file))
     for lfn in outcome.registered:
         gLogger.notice(f"registered {lfn}")
     sys.exit(0)
