@@ -1,0 +1,200 @@
+"""Processing trains: chained processing steps described in one YAML file.
+
+    name: reco-2026a                    # letters, digits, - _ .
+    steps:
+      - name: reco
+        input:
+          query: {datatype: raw, DetectorID: 133}   # a metadata query (DIRAC operators allowed) ...
+          path: /km3net/data/raw                    # ... below this directory
+        plugin: ByRunSize                           # a TransformationSystem plugin (letters only)
+        plugin_parameters: {GroupSize: 5}
+        jdl_template: reconstruction.jdl            # from jdl_templates/
+        jdl_parameters: {SoftwareVersion: v19, Campaign: 2026a}
+        output:
+          path: /km3net/data/reco/133/2026a         # outputs are registered below it
+          se: KM3-DISK-1
+          failover_ses: [KM3-DISK-2]
+          metadata: {datatype: reco}
+          replicate: "KM3-DISK-2"                   # optional extra replication rule
+      - name: merge
+        input: {step: reco}                         # the previous step's registered outputs
+        ...
+
+Every output of a step carries ``TrainName`` and ``TrainStep``: step N+1's input query is step N's output
+metadata, so DIRAC's InputDataAgent feeds it with step N's registered outputs and no one in between.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from KM3DIRAC.core.errors import KM3DiracError
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PLUGIN = re.compile(r"^[A-Za-z]+$")
+STEP_KEYS = {"name", "input", "plugin", "plugin_parameters", "jdl_template", "jdl_parameters", "output",
+             "description"}
+OUTPUT_KEYS = {"path", "se", "failover_ses", "metadata", "replicate", "patterns"}
+
+
+class TrainDefinitionError(KM3DiracError, ValueError):
+    """A train file that cannot be used; the message names the file, the step and the field."""
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    path: str
+    se: str
+    failover_ses: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    replicate: str | None = None
+    patterns: tuple[str, ...] = ("*.root",)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    plugin: str
+    jdl_template: str
+    output: StepOutput
+    input_query: dict[str, Any] = field(default_factory=dict)
+    input_path: str = "/"
+    input_step: str | None = None
+    plugin_parameters: dict[str, Any] = field(default_factory=dict)
+    jdl_parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Train:
+    name: str
+    steps: tuple[Step, ...]
+    source: str = "<train>"
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    def transformation_name(self, step: Step) -> str:
+        return f"{self.name}.{step.name}"
+
+    def output_metadata(self, step: Step) -> dict[str, Any]:
+        """Metadata every output of ``step`` is registered with (what the next step queries)."""
+        return {**step.output.metadata, "TrainName": self.name, "TrainStep": step.name}
+
+    def input_query(self, step: Step) -> tuple[dict[str, Any], str]:
+        """(metadata query, path) feeding ``step``: its own query, or the outputs of its input step."""
+        if step.input_step is None:
+            return dict(step.input_query), step.input_path
+        previous = self.step(step.input_step)
+        return {"TrainName": self.name, "TrainStep": previous.name}, previous.output.path
+
+
+def _fail(source: str, where: str, message: str) -> TrainDefinitionError:
+    return TrainDefinitionError(f"{source}: {where}: {message}")
+
+
+def _mapping(source: str, where: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(source, where, f"must be a mapping, not {type(value).__name__}")
+    return dict(value)
+
+
+def _lfn_dir(source: str, where: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or ".." in value.split("/") or "//" in value:
+        raise _fail(source, where, f"must be an absolute LFN directory, not {value!r}")
+    return value.rstrip("/") or "/"
+
+
+def _parse_output(source: str, where: str, raw: Any) -> StepOutput:
+    output = _mapping(source, where, raw)
+    unknown = sorted(set(output) - OUTPUT_KEYS)
+    if unknown:
+        raise _fail(source, where, f"unknown fields {unknown} (allowed: {sorted(OUTPUT_KEYS)})")
+    for required in ("path", "se"):
+        if not output.get(required):
+            raise _fail(source, f"{where}.{required}", "is required")
+    failover = output.get("failover_ses") or []
+    patterns = output.get("patterns") or ["*.root"]
+    if not isinstance(failover, list) or not isinstance(patterns, list):
+        raise _fail(source, where, "failover_ses and patterns must be lists")
+    return StepOutput(path=_lfn_dir(source, f"{where}.path", output["path"]), se=str(output["se"]),
+                      failover_ses=tuple(str(s) for s in failover),
+                      metadata=_mapping(source, f"{where}.metadata", output.get("metadata")),
+                      replicate=output.get("replicate") or None, patterns=tuple(str(p) for p in patterns))
+
+
+def _parse_step(source: str, index: int, raw: Any, earlier: list[str], templates: Path | None) -> Step:
+    if not isinstance(raw, dict):
+        raise _fail(source, f"steps[{index}]", "must be a mapping")
+    name = raw.get("name")
+    where = f"step {name!r}" if isinstance(name, str) else f"steps[{index}]"
+    if not isinstance(name, str) or not NAME.match(name):
+        raise _fail(source, f"{where}.name", "must be 1-64 of letters, digits, '-', '_', '.'")
+    if name in earlier:
+        raise _fail(source, f"{where}.name", "is used by an earlier step")
+    unknown = sorted(set(raw) - STEP_KEYS)
+    if unknown:
+        raise _fail(source, where, f"unknown fields {unknown} (allowed: {sorted(STEP_KEYS)})")
+    plugin = raw.get("plugin")
+    if not isinstance(plugin, str) or not PLUGIN.match(plugin):
+        raise _fail(source, f"{where}.plugin", f"must be a plugin name of letters only, not {plugin!r}")
+    template = raw.get("jdl_template")
+    if not isinstance(template, str) or not template:
+        raise _fail(source, f"{where}.jdl_template", "is required")
+    if templates is not None and not (templates / template).is_file():
+        raise _fail(source, f"{where}.jdl_template", f"no template {template} in {templates}")
+    source_input = _mapping(source, f"{where}.input", raw.get("input"))
+    input_step = source_input.get("step")
+    if input_step is not None:
+        if input_step not in earlier:
+            raise _fail(source, f"{where}.input.step", f"{input_step!r} is not an earlier step ({earlier})")
+        if set(source_input) - {"step"}:
+            raise _fail(source, f"{where}.input", "'step' cannot be combined with 'query' or 'path'")
+    elif not source_input.get("query"):
+        raise _fail(source, f"{where}.input", "needs a 'query' (with an optional 'path') or the 'step' it follows")
+    return Step(
+        name=name, plugin=plugin, jdl_template=template,
+        output=_parse_output(source, f"{where}.output", raw.get("output")),
+        input_query=_mapping(source, f"{where}.input.query", source_input.get("query")),
+        input_path=_lfn_dir(source, f"{where}.input.path", source_input.get("path", "/")),
+        input_step=input_step,
+        plugin_parameters=_mapping(source, f"{where}.plugin_parameters", raw.get("plugin_parameters")),
+        jdl_parameters=_mapping(source, f"{where}.jdl_parameters", raw.get("jdl_parameters")),
+    )
+
+
+def parse_train(data: Any, source: str = "<train>", templates: Path | None = None) -> Train:
+    if not isinstance(data, dict):
+        raise _fail(source, "top level", "must be a mapping with 'name' and 'steps'")
+    name = data.get("name")
+    if not isinstance(name, str) or not NAME.match(name):
+        raise _fail(source, "name", "must be 1-64 of letters, digits, '-', '_', '.'")
+    unknown = sorted(set(data) - {"name", "steps", "description"})
+    if unknown:
+        raise _fail(source, "top level", f"unknown fields {unknown}")
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise _fail(source, "steps", "must be a non-empty list")
+    steps: list[Step] = []
+    for index, raw in enumerate(raw_steps):
+        steps.append(_parse_step(source, index, raw, [s.name for s in steps], templates))
+    return Train(name=name, steps=tuple(steps), source=source)
+
+
+def load_train(path: Path, templates: Path | None = None) -> Train:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise TrainDefinitionError(f"{path}: cannot be read: {error}") from error
+    except yaml.YAMLError as error:
+        raise TrainDefinitionError(f"{path}: not valid YAML: {error}") from error
+    return parse_train(data, str(path), templates)

@@ -1,0 +1,61 @@
+"""Processing train files: a valid train chains its steps by metadata; every mistake names file, step and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from KM3DIRAC.core.trains import TrainDefinitionError, load_train, parse_train
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "trains" / "reco-and-merge.yaml"
+TEMPLATES = ROOT / "jdl_templates"
+
+
+def test_the_example_train_chains_step_two_to_step_one_outputs():
+    train = load_train(EXAMPLE, TEMPLATES)
+    reco, merge = train.steps
+    assert train.transformation_name(reco) == "km3-reco-2026a.reco"
+    assert train.input_query(reco) == ({"datatype": "raw", "DetectorID": 133}, "/km3net/data/raw")
+    outputs_of_reco = train.output_metadata(reco)
+    assert outputs_of_reco["TrainName"] == "km3-reco-2026a" and outputs_of_reco["TrainStep"] == "reco"
+    query, path = train.input_query(merge)
+    assert path == reco.output.path
+    assert all(outputs_of_reco[key] == value for key, value in query.items())
+
+
+def _broken(tmp_path, mutate) -> str:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    mutate(data)
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(TrainDefinitionError) as error:
+        load_train(path, TEMPLATES)
+    assert str(path) in str(error.value)
+    return str(error.value)
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [
+    (lambda d: d["steps"][0].update(plugin="By_Run"), "step 'reco'.plugin"),
+    (lambda d: d["steps"][1]["input"].update(step="later"), "step 'merge'.input.step"),
+    (lambda d: d["steps"][0]["output"].pop("se"), "step 'reco'.output.se"),
+    (lambda d: d["steps"][0].update(jdl_template="nope.jdl"), "step 'reco'.jdl_template"),
+    (lambda d: d["steps"][0]["output"].update(path="/km3net/../etc"), "step 'reco'.output.path"),
+    (lambda d: d["steps"][1].update(name="reco"), "is used by an earlier step"),
+    (lambda d: d["steps"][0].update(colour="blue"), "unknown fields ['colour']"),
+    (lambda d: d["steps"][0]["input"].pop("query"), "step 'reco'.input"),
+    (lambda d: d.update(name="no spaces allowed"), "name"),
+])
+def test_mistakes_name_file_step_and_field(tmp_path, mutate, expected):
+    assert expected in _broken(tmp_path, mutate)
+
+
+def test_not_yaml_and_empty_steps(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(TrainDefinitionError, match="not valid YAML"):
+        load_train(bad)
+    with pytest.raises(TrainDefinitionError, match="steps: must be a non-empty list"):
+        parse_train({"name": "x", "steps": []}, "inline")
