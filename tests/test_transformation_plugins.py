@@ -1,0 +1,228 @@
+"""Run-aware chunking: the core on realistic run layouts, then the plugins through DIRAC's own plugin dispatch with
+KM3DIRAC's catalog on the session's Rucio server."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from KM3DIRAC.core.run_chunking import (
+    ChunkingError,
+    ChunkLimits,
+    by_run,
+    by_run_cpu,
+    by_run_events,
+    by_run_files,
+    by_run_size,
+    plan_chunks,
+)
+from KM3DIRAC.core.runs import (
+    FileRecord,
+    RunInfoError,
+    RunKey,
+    build_file_records,
+    complete_runs,
+    parse_km3net_file_name,
+    run_of,
+)
+
+DETECTOR = 133
+GB = 10**9
+
+
+def lfn_of(run: int, part: int, detector: int = DETECTOR, base: str = "/km3net/km3test/data") -> str:
+    return f"{base}/det{detector}/run{run}/KM3NeT_{detector:08d}_{run:08d}.jchain.{part:04d}.root"
+
+
+def record(run: int, part: int, size: int = GB // 4, events: int | None = 1000, ses: tuple[str, ...] = ("SE-A",),
+           detector: int = DETECTOR) -> FileRecord:
+    return FileRecord(lfn_of(run, part, detector), RunKey(detector, run), size, events, ses)
+
+
+def by_lfn(plan) -> dict[str, tuple[str, list[str]]]:
+    return {lfns[0]: (se, lfns) for se, lfns in plan.tasks()}
+
+
+def assert_runs_never_mixed(plan) -> None:
+    for chunk in plan.chunks:
+        assert {parse_km3net_file_name(lfn) for lfn in chunk.lfns} == {chunk.run}, chunk
+
+
+# --------------------------------------------------------------------------------------------- run information
+def test_run_and_detector_come_from_km3net_file_names():
+    assert parse_km3net_file_name("/km3net/raw/KM3NeT_00000133_00012345.root") == RunKey(133, 12345)
+    assert parse_km3net_file_name("/x/KM3NeT_00000049_00008456.summaryslice-167941.root") == RunKey(49, 8456)
+    assert parse_km3net_file_name("/x/KM3NeT_00000267_00025291_JDAQEvent_JDAQSummaryslice.root") == RunKey(267, 25291)
+    for bad in ("/x/KM3NeT_00000133_D_1.0.0_00017397_00017496_1.orientations.root", "/x/run12345.root",
+                "/x/KM3NeT_0000133_00012345.root"):
+        with pytest.raises(RunInfoError, match=bad.replace(".", r"\.")):
+            parse_km3net_file_name(bad)
+
+
+def test_catalog_metadata_wins_over_the_file_name():
+    lfn = lfn_of(12345, 1)
+    assert run_of(lfn, {"run_number": 12346}) == RunKey(133, 12346)
+    assert run_of(lfn, {"run_number": 7, "DetectorID": 49}) == RunKey(49, 7)
+    assert run_of("/km3net/s/mc/gsg_muon_42.root", {"run_number": 42}) == RunKey(None, 42)
+    assert run_of(lfn, {}) == RunKey(133, 12345)
+    with pytest.raises(RunInfoError, match=r"run_number='x12' is not an integer"):
+        run_of(lfn, {"run_number": "x12"})
+
+
+def test_file_records_name_every_file_that_cannot_be_planned():
+    good, nameless, eventless = lfn_of(1, 1), "/km3net/s/mc/gsg_muon.root", lfn_of(1, 2)
+    replicas = {good: ["SE-A"], nameless: ["SE-A"], eventless: ["SE-B", "SE-A"], lfn_of(1, 3): [], "/km3net/s/u": ["X"]}
+    metadata = {good: {"bytes": 10, "events": 5}, nameless: {"bytes": 10}, eventless: {"bytes": 3},
+                lfn_of(1, 3): {"bytes": 1}}
+    records, problems = build_file_records(replicas, metadata, need_events=True)
+    assert records == [FileRecord(good, RunKey(133, 1), 10, 5, ("SE-A",))]
+    assert problems == {
+        nameless: f"{nameless}: no run_number metadata and the file name is not "
+                  "KM3NeT_<detector:8 digits>_<run:8 digits>...",
+        eventless: f"{eventless}: no events metadata (needed to plan tasks by events or CPU time)",
+        "/km3net/s/u": "/km3net/s/u: no catalog metadata (not in the catalog?)",
+    }
+    records, problems = build_file_records(replicas, metadata)
+    assert [r.lfn for r in records] == [good, eventless] and records[1].ses == ("SE-A", "SE-B")
+    assert list(problems) == [nameless, "/km3net/s/u"]
+
+
+def test_a_run_is_complete_when_all_its_datasets_are_closed():
+    records = [record(1, 1), record(1, 2), record(2, 1),
+               FileRecord("/km3net/km3test/late/run2/KM3NeT_00000133_00000002.x.root", RunKey(133, 2), 1, 1, ("A",))]
+    closed = {lfn_of(1, 1).rsplit("/", 1)[0], lfn_of(2, 1).rsplit("/", 1)[0]}
+    assert complete_runs(records, closed) == {RunKey(133, 1)}
+
+
+# --------------------------------------------------------------------------------------------- chunking
+def test_by_run_files_on_many_uneven_runs():
+    rng = random.Random(5)
+    files_per_run = {run: rng.randint(1, 37) for run in range(14000, 14060)}
+    records = [record(run, part) for run, count in files_per_run.items() for part in range(count)]
+    rng.shuffle(records)
+    plan = plan_chunks(records, by_run_files(10), complete=set(), flush=False)
+
+    assert_runs_never_mixed(plan)
+    assert all(len(chunk.lfns) == 10 for chunk in plan.chunks)  # open runs: only full tasks
+    assert len(plan.chunks) == sum(count // 10 for count in files_per_run.values())
+    assert plan.waiting_runs == {RunKey(133, run): count % 10 for run, count in files_per_run.items() if count % 10}
+    first = plan.chunks[0]
+    assert first.run == RunKey(133, min(run for run, n in files_per_run.items() if n >= 10))
+    assert first.lfns == [lfn_of(first.run.run, part) for part in range(10)] and first.se_string == "SE-A"
+
+    complete = {RunKey(133, run) for run in files_per_run}
+    plan = plan_chunks(records, by_run_files(10), complete=complete)
+    assert_runs_never_mixed(plan)
+    assert not plan.waiting_runs
+    assert sorted(lfn for chunk in plan.chunks for lfn in chunk.lfns) == sorted(r.lfn for r in records)
+    assert len(plan.chunks) == sum(-(-count // 10) for count in files_per_run.values())
+
+
+def test_files_arriving_late_and_a_run_closed_midway():
+    """Cycle 1: run 100 open with 25 files, run 101 closed with 12. Cycle 2: the 5 Unused files of run 100 plus 7
+    late ones, run 100 now closed."""
+    limits = by_run_files(10)
+    first_cycle = [record(100, part) for part in range(25)] + [record(101, part) for part in range(12)]
+    plan = plan_chunks(first_cycle, limits, complete={RunKey(133, 101)})
+    assert [(c.run.run, c.lfns) for c in plan.chunks] == [
+        (100, [lfn_of(100, p) for p in range(0, 10)]),
+        (100, [lfn_of(100, p) for p in range(10, 20)]),
+        (101, [lfn_of(101, p) for p in range(0, 10)]),
+        (101, [lfn_of(101, p) for p in range(10, 12)]),
+    ]
+    assert plan.waiting_runs == {RunKey(133, 100): 5}
+
+    second_cycle = [record(100, part) for part in range(20, 32)]
+    still_open = plan_chunks(second_cycle, limits, complete=set())
+    assert [c.lfns for c in still_open.chunks] == [[lfn_of(100, p) for p in range(20, 30)]]
+    assert still_open.waiting_runs == {RunKey(133, 100): 2}
+    closed = plan_chunks(second_cycle, limits, complete={RunKey(133, 100)})
+    assert [c.lfns for c in closed.chunks] == [[lfn_of(100, p) for p in range(20, 30)],
+                                               [lfn_of(100, 30), lfn_of(100, 31)]]
+    assert not closed.waiting_runs
+
+
+def test_flush_makes_the_last_chunks_of_open_runs():
+    records = [record(7, part) for part in range(13)] + [record(8, part) for part in range(4)]
+    plan = plan_chunks(records, by_run_files(5), complete=set(), flush=True)
+    assert [(c.run.run, len(c.lfns)) for c in plan.chunks] == [(7, 5), (7, 5), (7, 3), (8, 4)]
+    assert not plan.waiting_runs
+
+
+def test_by_run_size_with_uneven_file_sizes():
+    sizes = [0.4, 0.3, 0.5, 2.5, 0.2, 0.9, 0.05]  # GB, in part order
+    records = [record(3, part, size=int(size * GB)) for part, size in enumerate(sizes)]
+    plan = plan_chunks(records, by_run_size(1.0), complete=set())
+    # greedy in LFN order: 0.4+0.3 (+0.5 would pass 1 GB); 0.5; 2.5 alone (larger than a task); 0.2 (+0.9 passes)
+    assert [c.lfns for c in plan.chunks] == [[lfn_of(3, 0), lfn_of(3, 1)], [lfn_of(3, 2)], [lfn_of(3, 3)],
+                                             [lfn_of(3, 4)]]
+    assert plan.waiting_runs == {RunKey(133, 3): 2}
+    done = plan_chunks(records, by_run_size(1.0), complete={RunKey(133, 3)})
+    assert [c.lfns for c in done.chunks][-1] == [lfn_of(3, 5), lfn_of(3, 6)]
+    capped = plan_chunks([record(4, p, size=1000) for p in range(7)], by_run_size(1.0, 3), complete=set())
+    assert [len(c.lfns) for c in capped.chunks] == [3, 3]
+
+
+def test_by_run_events_and_cpu_budget():
+    events = [400, 300, 500, 100, 250, 1200]
+    records = [record(9, part, events=n) for part, n in enumerate(events)]
+    plan = plan_chunks(records, by_run_events(1000), complete={RunKey(133, 9)})
+    assert [[lfn.rsplit(".", 2)[-2] for lfn in c.lfns] for c in plan.chunks] == [
+        ["0000", "0001"], ["0002", "0003", "0004"], ["0005"]]
+
+    # 2 s per event in a 2000 s job: at most 1000 events; the 1200-event file can never fit and is named
+    cpu = by_run_cpu(cpu_time_per_task=2000, cpu_time_per_event=2.0)
+    plan = plan_chunks(records, cpu, complete={RunKey(133, 9)})
+    assert [len(c.lfns) for c in plan.chunks] == [2, 3]
+    for chunk in plan.chunks:
+        assert sum(events[int(lfn.rsplit(".", 2)[-2])] for lfn in chunk.lfns) * 2.0 <= 2000
+    assert plan.unplannable == {lfn_of(9, 5): f"{lfn_of(9, 5)}: 1200 events exceed the task budget of 1000 events"}
+
+
+def test_by_run_makes_one_task_per_complete_run():
+    records = [record(1, p) for p in range(30)] + [record(2, p) for p in range(3)]
+    plan = plan_chunks(records, by_run(), complete={RunKey(133, 2)})
+    assert [(c.run.run, len(c.lfns)) for c in plan.chunks] == [(2, 3)]
+    assert plan.waiting_runs == {RunKey(133, 1): 30}
+
+
+def test_replica_locality_keeps_tasks_at_one_storage_element():
+    """Run 5: 6 files only at SE-A, 3 only at SE-B, 3 at both. The shared ones join SE-A (most files)."""
+    records = ([record(5, p, ses=("SE-A",)) for p in range(6)] + [record(5, p, ses=("SE-B",)) for p in range(6, 9)]
+               + [record(5, p, ses=("SE-A", "SE-B")) for p in range(9, 12)])
+    plan = plan_chunks(records, by_run_files(4), complete=set())
+    assert plan.tasks() == [
+        ("SE-A", [lfn_of(5, p) for p in range(0, 4)]),
+        ("SE-A", [lfn_of(5, 4), lfn_of(5, 5), lfn_of(5, 9), lfn_of(5, 10)]),
+    ]
+    assert plan.waiting_runs == {RunKey(133, 5): 4}
+    # complete: the remainders (SE-A: part 11, also at SE-B; SE-B: parts 6-8) are pooled, all at SE-B
+    done = plan_chunks(records, by_run_files(4), complete={RunKey(133, 5)})
+    assert done.tasks()[2:] == [("SE-B", [lfn_of(5, 11), lfn_of(5, 6), lfn_of(5, 7), lfn_of(5, 8)])]
+    # with no SE in common, the task names the SEs holding its files, most files first
+    spread = [record(6, 0, ses=("SE-B",)), record(6, 1, ses=("SE-A",)), record(6, 2, ses=("SE-A",))]
+    assert plan_chunks(spread, by_run_files(4), complete={RunKey(133, 6)}).tasks() == [
+        ("SE-A,SE-B", [lfn_of(6, 1), lfn_of(6, 2), lfn_of(6, 0)])]
+    # a chunk whose files are all at two SEs names both
+    both = plan_chunks([record(7, p, ses=("SE-B", "SE-A")) for p in range(2)], by_run_files(2), complete=set())
+    assert both.tasks() == [("SE-A,SE-B", [lfn_of(7, 0), lfn_of(7, 1)])]
+
+
+def test_runs_of_different_detectors_are_different_runs():
+    records = [record(10, p, detector=133) for p in range(3)] + [record(10, p, detector=49) for p in range(3)]
+    plan = plan_chunks(records, by_run_files(3), complete=set())
+    assert [c.run for c in plan.chunks] == [RunKey(49, 10), RunKey(133, 10)]
+
+
+def test_bad_parameters_are_named():
+    with pytest.raises(ChunkingError, match="GroupSize = 0"):
+        by_run_files(0)
+    with pytest.raises(ChunkingError, match="CPUTimePerEvent = 0"):
+        by_run_cpu(3600, 0)
+    with pytest.raises(ChunkingError, match="CPUTimePerTask = 1 s is less than one event"):
+        by_run_cpu(1, 2.5)
+    with pytest.raises(ChunkingError, match="MaxFilesPerTask = -1"):
+        by_run_size(1.0, -1)
+    with pytest.raises(ChunkingError, match="max_bytes"):
+        ChunkLimits(max_bytes=0)
