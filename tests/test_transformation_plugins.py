@@ -226,3 +226,200 @@ def test_bad_parameters_are_named():
         by_run_size(1.0, -1)
     with pytest.raises(ChunkingError, match="max_bytes"):
         ChunkLimits(max_bytes=0)
+
+
+# --------------------------------------------------------------------------------------------- through DIRAC
+class TransformationManagerStandIn:
+    """Stands in for the TransformationManager service (the local sandbox provides the real one).
+
+    DIRAC's ``TransformationPlugin.run()`` for Standard and BySize, and KM3DIRAC's ByRun* plugins, call no method
+    of the TransformationClient (Flush comes in as the transformation's ``Status`` parameter; only ByShare calls
+    ``getCounters``), so this object implements none and fails loudly, naming the method, if one is ever called.
+    """
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the plugin called TransformationClient.{name}, which this stand-in does not provide")
+
+
+@pytest.fixture
+def fc(dirac_cs):
+    from DIRAC.Resources.Catalog.FileCatalog import FileCatalog
+
+    return FileCatalog()
+
+
+def _ok(result):
+    assert result["OK"], result
+    return result["Value"]
+
+
+def run_plugin(name: str, fc, replicas: dict[str, list[str]], status: str = "Active", **parameters):
+    """DIRAC's plugin dispatch, as the TransformationAgent does it (PluginLocation, setParameters, setInputData,
+    setTransformationFiles, run)."""
+    from importlib import import_module
+
+    from KM3DIRAC.TransformationSystem import PLUGIN_LOCATION
+
+    plugin_class = import_module(PLUGIN_LOCATION).TransformationPlugin
+    plugin = plugin_class(name, transClient=TransformationManagerStandIn(), fc=fc)
+    plugin.setParameters({"TransformationID": 1, "Status": status, "Type": "Processing", "Plugin": name,
+                          "GroupSize": 1, **parameters})
+    plugin.setInputData(replicas)
+    plugin.setTransformationFiles([{"LFN": lfn, "Status": "Unused", "FileID": i} for i, lfn in enumerate(replicas)])
+    return plugin.run()
+
+
+class RunLayout:
+    """Files of detector 133 registered through DIRAC's FileCatalog: ``/km3net/<scope>/raw/run<run>/...``, one Rucio
+    dataset per run."""
+
+    def __init__(self, fc, scope: str) -> None:
+        self.fc = fc
+        self.scope = scope
+
+    def dataset(self, run: int) -> str:
+        return f"/km3net/{self.scope}/raw/run{run}"
+
+    def lfn(self, run: int, part: int) -> str:
+        return f"{self.dataset(run)}/KM3NeT_{DETECTOR:08d}_{run:08d}.jchain.{part:04d}.root"
+
+    def add(self, files: dict[str, dict], se: str = "KM3-DISK-1") -> list[str]:
+        """``{lfn: {"Size": bytes, **metadata}}``: register at ``se`` and set the metadata in bulk."""
+        added = _ok(self.fc.addFile({lfn: {"PFN": "", "Size": spec["Size"], "SE": se, "GUID": "",
+                                           "Checksum": "0000abcd"} for lfn, spec in files.items()}))
+        assert not added["Failed"], added["Failed"]
+        metadata = {lfn: {k: v for k, v in spec.items() if k != "Size"} for lfn, spec in files.items()}
+        metadata = {lfn: meta for lfn, meta in metadata.items() if meta}
+        if metadata:
+            assert not _ok(self.fc.setMetadataBulk(metadata))["Failed"]
+        return list(files)
+
+    def replicas(self, lfns: list[str]) -> dict[str, list[str]]:
+        found = _ok(self.fc.getReplicas(lfns))
+        assert not found["Failed"], found["Failed"]
+        return {lfn: sorted(ses) for lfn, ses in found["Successful"].items()}
+
+
+@pytest.fixture
+def layout(fc, scope_factory):
+    return RunLayout(fc, scope_factory())
+
+
+@pytest.mark.rucio
+def test_by_run_size_through_dirac_dispatch_with_closed_and_open_runs(fc, layout, rucio_client):
+    """Run 501 (4 files, 0.4 GB each) is closed, run 502 (5 files) open: ByRunSize at 1 GB per task."""
+    sizes = {501: [400_000_000] * 4, 502: [400_000_000] * 5}
+    lfns = layout.add({layout.lfn(run, part): {"Size": size, "run_number": run, "events": 1000}
+                       for run, run_sizes in sizes.items() for part, size in enumerate(run_sizes)})
+    rucio_client.close(layout.scope, layout.dataset(501))
+
+    result = run_plugin("ByRunSize", fc, layout.replicas(lfns))
+    assert result["OK"], result
+    assert result["Value"] == [
+        ("KM3-DISK-1", [layout.lfn(501, 0), layout.lfn(501, 1)]),
+        ("KM3-DISK-1", [layout.lfn(501, 2), layout.lfn(501, 3)]),
+        ("KM3-DISK-1", [layout.lfn(502, 0), layout.lfn(502, 1)]),
+        ("KM3-DISK-1", [layout.lfn(502, 2), layout.lfn(502, 3)]),
+    ]
+    assert result["Timeout"] is True  # run 502 waits: call the plugin again next cycle
+
+    # next cycle: run 502's last file is still Unused; the run closes
+    rucio_client.close(layout.scope, layout.dataset(502))
+    result = run_plugin("ByRunSize", fc, layout.replicas([layout.lfn(502, 4)]))
+    assert result["Value"] == [("KM3-DISK-1", [layout.lfn(502, 4)])] and "Timeout" not in result
+
+
+@pytest.mark.rucio
+def test_run_numbers_from_metadata_or_file_names_and_bad_files_left_out(fc, layout):
+    """Files named freely carry run_number metadata; KM3NeT-named files without metadata are read by name; a
+    file with neither is left out of every task."""
+    mc = [f"/km3net/{layout.scope}/mc/gsg_muon_{i}.root" for i in range(4)]
+    named = [layout.lfn(777, part) for part in range(2)]
+    stray = f"/km3net/{layout.scope}/mc/notes.root"
+    layout.add({**{lfn: {"Size": 10, "run_number": 777} for lfn in mc[:2]},
+                **{lfn: {"Size": 10, "run_number": 778} for lfn in mc[2:]},
+                **{lfn: {"Size": 10} for lfn in named}, stray: {"Size": 10}})
+    result = run_plugin("ByRunFiles", fc, layout.replicas([*mc, *named, stray]), status="Flush", GroupSize=10)
+    assert result["OK"], result
+    # run 777 of the metadata-only files has no detector; the named files are detector 133's run 777
+    assert result["Value"] == [("KM3-DISK-1", named), ("KM3-DISK-1", mc[:2]), ("KM3-DISK-1", mc[2:])]
+    assert stray not in {lfn for _, task in result["Value"] for lfn in task}
+
+
+@pytest.mark.rucio
+def test_by_run_cpu_and_events_through_dirac_dispatch(fc, layout, rucio_client):
+    events = [3000, 5000, 1500, 9000, 20000]
+    lfns = layout.add({layout.lfn(900, part): {"Size": 1000, "run_number": 900, "events": n}
+                       for part, n in enumerate(events)})
+    rucio_client.close(layout.scope, layout.dataset(900))
+    replicas = layout.replicas(lfns)
+
+    # 36000 s jobs at 3.6 s per event: 10000 events; the 20000-event file fits no job and is left out
+    cpu = run_plugin("ByRunCPU", fc, replicas, CPUTimePerTask=36000, CPUTimePerEvent=3.6)
+    assert cpu["OK"], cpu
+    assert [lfns.index(lfn) for _, task in cpu["Value"] for lfn in task] == [0, 1, 2, 3]
+    assert [[lfns.index(lfn) for lfn in task] for _, task in cpu["Value"]] == [[0, 1, 2], [3]]
+
+    by_events = run_plugin("ByRunEvents", fc, replicas, MaxEventsPerTask=10000)
+    assert [[lfns.index(lfn) for lfn in task] for _, task in by_events["Value"]] == [[0, 1, 2], [3], [4]]
+
+    missing = run_plugin("ByRunCPU", fc, replicas)
+    assert not missing["OK"] and "CPUTimePerEvent = 0.0" in missing["Message"]
+
+
+@pytest.mark.rucio
+def test_by_run_and_locality_across_two_storage_elements(fc, layout, rucio_client):
+    at_disk1 = layout.add({layout.lfn(60, p): {"Size": 10, "run_number": 60} for p in range(3)}, se="KM3-DISK-1")
+    at_disk2 = layout.add({layout.lfn(61, p): {"Size": 10, "run_number": 61} for p in range(2)}, se="KM3-DISK-2")
+    rucio_client.close(layout.scope, layout.dataset(60))
+    result = run_plugin("ByRun", fc, layout.replicas(at_disk1 + at_disk2))
+    assert result["Value"] == [("KM3-DISK-1", at_disk1)]
+    assert result["Timeout"] is True
+    flushed = run_plugin("ByRun", fc, layout.replicas(at_disk2), status="Flush")
+    assert flushed["Value"] == [("KM3-DISK-2", at_disk2)] and "Timeout" not in flushed
+
+
+@pytest.mark.rucio
+def test_dirac_plugins_still_work_through_km3dirac_class(fc, layout):
+    lfns = layout.add({layout.lfn(70, p): {"Size": 10} for p in range(5)})
+    result = run_plugin("Standard", fc, layout.replicas(lfns), GroupSize=2)
+    assert result["Value"] == [("KM3-DISK-1", lfns[0:2]), ("KM3-DISK-1", lfns[2:4])]
+
+
+def test_allowed_plugins_keep_dirac_ones_and_name_every_km3dirac_plugin():
+    from KM3DIRAC.TransformationSystem import ALLOWED_PLUGINS, KM3DIRAC_PLUGINS, allowed_plugins_option
+    from KM3DIRAC.TransformationSystem.Agent.TransformationPlugin import TransformationPlugin
+
+    assert {"Standard", "BySize", "Broadcast", "ByShare"} <= set(ALLOWED_PLUGINS)
+    assert all(callable(getattr(TransformationPlugin, f"_{name}")) and name.isalpha() for name in KM3DIRAC_PLUGINS)
+    assert allowed_plugins_option().split(", ") == list(ALLOWED_PLUGINS)
+
+
+def test_config_template_documents_allowed_plugins_and_every_plugin_parameter():
+    import re
+    from pathlib import Path
+
+    from diraccfg import CFG
+
+    import KM3DIRAC
+    from KM3DIRAC.TransformationSystem import ALLOWED_PLUGINS, KM3DIRAC_PLUGINS, PLUGIN_LOCATION
+
+    package = Path(KM3DIRAC.__file__).parent
+    template = CFG().loadFromBuffer((package / "ConfigTemplate.cfg").read_text())
+    agent = template["Systems"]["Transformation"]["Agents"]["TransformationAgent"]
+    assert agent["PluginLocation"] == PLUGIN_LOCATION
+    defaults = template["Operations"]["Defaults"]
+    assert defaults["Transformations"]["AllowedPlugins"].replace(" ", "").split(",") == list(ALLOWED_PLUGINS)
+    source = (package / "TransformationSystem" / "Agent" / "TransformationPlugin.py").read_text()
+    for plugin in KM3DIRAC_PLUGINS:
+        body = source.split(f"def _{plugin}(self):", 1)[1].split("def ", 1)[0]
+        read = set(re.findall(r'_param\("(\w+)"', body))
+        assert read and read == set(defaults["TransformationPlugins"][plugin].listOptions()), plugin
+
+
+@pytest.mark.rucio
+def test_plugins_read_metadata_through_km3dirac_rucio_catalog_in_bulk(fc):
+    from KM3DIRAC.core.catalog import RucioCatalog
+    from KM3DIRAC.TransformationSystem.Agent.TransformationPlugin import rucio_catalog_of
+
+    assert isinstance(rucio_catalog_of(fc), RucioCatalog)
