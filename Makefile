@@ -1,5 +1,5 @@
 # The two commands of README.md. Each does all the set-up it needs (tools/bootstrap.sh) first.
-.PHONY: install test lint demo clean bench-catalog
+.PHONY: install test lint demo clean bench-catalog bench-plugins
 
 PYTEST_ARGS ?=
 
@@ -21,3 +21,7 @@ clean:
 BENCH_ARGS ?=
 bench-catalog: install
 	.venv/bin/python -m bench.catalog_bench $(BENCH_ARGS)
+
+# Plugin benchmark (issue "Run-aware chunking plugins"): BENCH_ARGS="--sizes 10000,100000" for a quick run
+bench-plugins: install
+	.venv/bin/python -m bench.plugins_bench $(BENCH_ARGS)

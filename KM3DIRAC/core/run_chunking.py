@@ -126,7 +126,7 @@ def home_ses(records: list[FileRecord]) -> dict[str, list[FileRecord]]:
     holding = Counter(se for record in records for se in record.ses)
     by_se: dict[str, list[FileRecord]] = defaultdict(list)
     for record in records:
-        home = min(record.ses, key=lambda se: (-holding[se], se))
+        home = record.ses[0] if len(record.ses) == 1 else min(record.ses, key=lambda se: (-holding[se], se))
         by_se[home].append(record)
     return dict(sorted(by_se.items(), key=lambda item: (-len(item[1]), item[0])))
 
@@ -145,7 +145,7 @@ def task_ses(files: list[FileRecord]) -> tuple[str, ...]:
 
 
 def _lfn_order(records: list[FileRecord]) -> list[FileRecord]:
-    return sorted(records, key=lambda record: record.lfn)
+    return sorted(records)  # records are tuples that start with their (unique) LFN
 
 
 def _unplannable(records: list[FileRecord], limits: ChunkLimits, plan: ChunkPlan) -> list[FileRecord]:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from KM3DIRAC.core.errors import KM3DiracError
 
-KM3NET_FILE_NAME = re.compile(r"^KM3NeT_(\d{8})_(\d{8})(?=[._]|$)")
+KM3NET_FILE_NAME = re.compile(r"KM3NeT_(\d{8})_(\d{8})(?=[._]|$)")
 RUN_KEY = "run_number"
 EVENTS_KEY = "events"
 DETECTOR_KEY = "DetectorID"
@@ -38,9 +37,12 @@ class RunKey(NamedTuple):
         return f"run {self.run}" if self.detector is None else f"detector {self.detector} run {self.run}"
 
 
-@dataclass(frozen=True, slots=True)
-class FileRecord:
-    """One input file as the chunking sees it. ``events`` is None when the catalog does not know it."""
+class FileRecord(NamedTuple):
+    """One input file as the chunking sees it. ``events`` is None when the catalog does not know it.
+
+    A tuple (not a dataclass): a million of them are made per plugin call, and tuples are the cheapest to make.
+    Records order by LFN first.
+    """
 
     lfn: str
     run: RunKey
@@ -55,7 +57,7 @@ def file_name_of(lfn: str) -> str:
 
 def dataset_of(lfn: str) -> str:
     """The run dataset of a file: its parent directory."""
-    return lfn.rsplit("/", 1)[0] or "/"
+    return lfn[:lfn.rfind("/")] or "/"
 
 
 def parse_km3net_file_name(lfn: str) -> RunKey:
@@ -68,6 +70,8 @@ def parse_km3net_file_name(lfn: str) -> RunKey:
 
 
 def _as_int(lfn: str, key: str, value: Any) -> int:
+    if type(value) is int and value >= 0:  # the common case, kept cheap: it runs once per file and key
+        return value
     if isinstance(value, bool):
         raise RunInfoError(f"{lfn}: metadata {key}={value!r} is not an integer")
     try:
@@ -79,22 +83,27 @@ def _as_int(lfn: str, key: str, value: Any) -> int:
     return number
 
 
-def run_of(lfn: str, metadata: Mapping[str, Any]) -> RunKey:
-    """The run of a file: ``run_number`` (and ``DetectorID``) metadata first, then the KM3NeT file name."""
+def run_of(lfn: str, metadata: Mapping[str, Any], shared: dict[RunKey, RunKey] | None = None) -> RunKey:
+    """The run of a file: ``run_number`` (and ``DetectorID``) metadata first, then the KM3NeT file name.
+    ``shared`` interns equal keys, so the files of one run share one :class:`RunKey`."""
     run = metadata.get(RUN_KEY)
     detector = metadata.get(DETECTOR_KEY)
     if run is None:
-        from_name = parse_km3net_file_name(lfn)
-        return from_name if detector is None else RunKey(_as_int(lfn, DETECTOR_KEY, detector), from_name.run)
-    if detector is None:
-        match = KM3NET_FILE_NAME.match(file_name_of(lfn))
-        detector = int(match.group(1)) if match else None
-    return RunKey(None if detector is None else _as_int(lfn, DETECTOR_KEY, detector), _as_int(lfn, RUN_KEY, run))
+        key = parse_km3net_file_name(lfn)
+        if detector is not None:
+            key = RunKey(_as_int(lfn, DETECTOR_KEY, detector), key.run)
+    else:
+        if detector is None:
+            match = KM3NET_FILE_NAME.match(lfn, lfn.rfind("/") + 1)
+            detector = int(match.group(1)) if match else None
+        key = RunKey(None if detector is None else _as_int(lfn, DETECTOR_KEY, detector), _as_int(lfn, RUN_KEY, run))
+    return key if shared is None else shared.setdefault(key, key)
 
 
-def file_record(lfn: str, ses: Sequence[str], metadata: Mapping[str, Any], need_events: bool = False) -> FileRecord:
+def file_record(lfn: str, ses: Sequence[str], metadata: Mapping[str, Any], need_events: bool = False,
+                shared_runs: dict[RunKey, RunKey] | None = None) -> FileRecord:
     """The :class:`FileRecord` of one file; :class:`RunInfoError` names the file when something is missing."""
-    run = run_of(lfn, metadata)
+    run = run_of(lfn, metadata, shared_runs)
     size = metadata.get(SIZE_KEY)
     if size is None:
         raise RunInfoError(f"{lfn}: the catalog gives no size")
@@ -109,23 +118,24 @@ def build_file_records(replicas: Mapping[str, Sequence[str]], metadata: Mapping[
                        need_events: bool = False) -> tuple[list[FileRecord], dict[str, str]]:
     """Records of the files with replicas, and ``{lfn: reason}`` of those that cannot be planned.
 
-    Files with no replica are left out (as DIRAC's own plugins do). Identical SE lists share one tuple, so a
-    million files over a handful of SEs cost one tuple per SE combination, not one per file.
+    Files with no replica are left out (as DIRAC's own plugins do). Identical SE lists and run keys are shared, so
+    a million files over a handful of SEs and 10k runs cost one tuple per SE combination and one key per run.
     """
     records: list[FileRecord] = []
     problems: dict[str, str] = {}
     shared_ses: dict[tuple[str, ...], tuple[str, ...]] = {}
+    shared_runs: dict[RunKey, RunKey] = {}
     for lfn, ses in replicas.items():
         if not ses:
             continue
-        key = tuple(sorted(set(ses)))
+        key = tuple(ses) if len(ses) == 1 else tuple(sorted(set(ses)))
         ses_tuple = shared_ses.setdefault(key, key)
         meta = metadata.get(lfn)
         if meta is None:
             problems[lfn] = f"{lfn}: no catalog metadata (not in the catalog?)"
             continue
         try:
-            records.append(file_record(lfn, ses_tuple, meta, need_events))
+            records.append(file_record(lfn, ses_tuple, meta, need_events, shared_runs))
         except RunInfoError as error:
             problems[lfn] = str(error)
     return records, problems
