@@ -423,3 +423,36 @@ def test_plugins_read_metadata_through_km3dirac_rucio_catalog_in_bulk(fc):
     from KM3DIRAC.TransformationSystem.Agent.TransformationPlugin import rucio_catalog_of
 
     assert isinstance(rucio_catalog_of(fc), RucioCatalog)
+
+
+@pytest.fixture
+def cs_option(dirac_cs):
+    """Set options of the in-process CS for one test, removed afterwards."""
+    from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
+
+    added: list[str] = []
+
+    def set_option(path: str, value: str) -> None:
+        gConfigurationData.setOptionInCFG(path, value)
+        gConfigurationData.generateNewVersion()  # Operations() caches /Operations per CS version
+        added.append(path)
+
+    yield set_option
+    for path in added:
+        gConfigurationData.deleteOptionInCFG(path)
+    gConfigurationData.generateNewVersion()
+
+
+@pytest.mark.rucio
+def test_plugin_parameters_come_from_the_operations_section_when_the_transformation_has_none(fc, layout, cs_option,
+                                                                                          rucio_client):
+    lfns = layout.add({layout.lfn(910, part): {"Size": 1000, "run_number": 910, "events": 100} for part in range(5)})
+    rucio_client.close(layout.scope, layout.dataset(910))
+    cs_option("/Operations/Defaults/TransformationPlugins/ByRunCPU/CPUTimePerEvent", "2.5")
+    cs_option("/Operations/Defaults/TransformationPlugins/ByRunCPU/CPUTimePerTask", "500")  # 200 events
+    result = run_plugin("ByRunCPU", fc, layout.replicas(lfns))
+    assert result["OK"], result
+    assert [task for _, task in result["Value"]] == [lfns[0:2], lfns[2:4], lfns[4:5]]
+    # the transformation's own parameter wins over the CS
+    result = run_plugin("ByRunCPU", fc, layout.replicas(lfns), CPUTimePerTask=750)
+    assert [task for _, task in result["Value"]] == [lfns[0:3], lfns[3:5]]
