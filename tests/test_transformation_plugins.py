@@ -456,3 +456,42 @@ def test_plugin_parameters_come_from_the_operations_section_when_the_transformat
     # the transformation's own parameter wins over the CS
     result = run_plugin("ByRunCPU", fc, layout.replicas(lfns), CPUTimePerTask=750)
     assert [task for _, task in result["Value"]] == [lfns[0:3], lfns[3:5]]
+
+
+class OtherDiracCatalog:
+    """A DIRAC catalog that is not KM3DIRAC's Rucio catalog (DFC-like answers, served in-process)."""
+
+    def __init__(self, files: dict[str, dict]) -> None:
+        self.files = files
+        self.user_metadata_calls = 0
+
+    def getFileSize(self, lfns):
+        from DIRAC import S_OK
+
+        return S_OK({"Successful": {lfn: self.files[lfn]["Size"] for lfn in lfns if lfn in self.files},
+                     "Failed": {lfn: "No such file or directory" for lfn in lfns if lfn not in self.files}})
+
+    def getFileUserMetadata(self, lfn):
+        from DIRAC import S_OK
+
+        self.user_metadata_calls += 1
+        return S_OK({key: value for key, value in self.files[lfn].items() if key != "Size"})
+
+
+@pytest.mark.rucio
+def test_with_another_catalog_runs_complete_only_on_flush(dirac_cs):
+    files = {lfn_of(5, part): {"Size": 10, "events": 10} for part in range(3)}
+    gone = lfn_of(5, 9)
+    catalog = OtherDiracCatalog(files)
+    replicas = {**{lfn: ["KM3-DISK-1"] for lfn in files}, gone: ["KM3-DISK-1"]}
+    active = run_plugin("ByRunFiles", catalog, replicas, GroupSize=2)
+    assert active["Value"] == [("KM3-DISK-1", list(files)[:2])] and active["Timeout"] is True
+    flushed = run_plugin("ByRunFiles", catalog, replicas, status="Flush", GroupSize=2)
+    assert flushed["Value"] == [("KM3-DISK-1", list(files)[:2]), ("KM3-DISK-1", list(files)[2:])]
+    assert catalog.user_metadata_calls == 6  # per file: the reason KM3DIRAC's catalog reads in bulk instead
+
+
+@pytest.mark.rucio
+def test_no_input_makes_no_tasks(fc):
+    result = run_plugin("ByRunSize", fc, {})
+    assert result["OK"] and result["Value"] == [] and "Timeout" not in result
