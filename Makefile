@@ -1,7 +1,8 @@
 # The two commands of README.md. Each does all the set-up it needs (tools/bootstrap.sh) first.
-.PHONY: install test lint demo clean bench-catalog bench-wrapper
+.PHONY: install test lint demo clean bench-catalog bench-wrapper bench-plugins
 
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 install:
 	bash tools/bootstrap.sh
@@ -11,17 +12,19 @@ test: install
 
 lint: install
 	.venv/bin/ruff check KM3DIRAC tests tools bench
-	.venv/bin/ruff format --check KM3DIRAC tests tools bench
-	shellcheck tools/*.sh .ci/run
+	shellcheck -x tools/*.sh cvmfs/*.sh cvmfs/km3-cvmfs-run .ci/run
 
 clean:
 	rm -rf .venv .venv-rucio-server .work
 
 # Catalog benchmark (issue "A Rucio FileCatalog plugin"): BENCH_ARGS="--files 1000 --find-dids 10000" for a quick run
-BENCH_ARGS ?=
 bench-catalog: install
 	.venv/bin/python -m bench.catalog_bench $(BENCH_ARGS)
 
 # Job wrapper benchmark (issue "Job wrappers ..."): BENCH_ARGS="--files 10 --file-mib 4" for a quick run
 bench-wrapper: install
 	.venv/bin/python -m bench.wrapper_bench $(BENCH_ARGS)
+
+# Plugin benchmark (issue "Run-aware chunking plugins"): BENCH_ARGS="--sizes 10000,100000" for a quick run
+bench-plugins: install
+	.venv/bin/python -m bench.plugins_bench $(BENCH_ARGS)
