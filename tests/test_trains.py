@@ -59,3 +59,23 @@ def test_not_yaml_and_empty_steps(tmp_path):
         load_train(bad)
     with pytest.raises(TrainDefinitionError, match="steps: must be a non-empty list"):
         parse_train({"name": "x", "steps": []}, "inline")
+
+
+def test_detector_and_run_list_restrict_the_first_step():
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data.update(detector=133, run_list="# runs of 2026a\n00000133 00012345\n00000133 00012346\n")
+    train = parse_train(data, "inline", TEMPLATES)
+    query, _ = train.input_query(train.steps[0])
+    assert query == {"datatype": "raw", "DetectorID": 133, "run_number": {">=": 12345, "<=": 12346}}
+    data.update(run_list="00000049 00012345\n")
+    with pytest.raises(TrainDefinitionError, match="run_list line 1: detector 49, the train's is 133"):
+        parse_train(data, "inline")
+    data.pop("run_list")
+    data.update(runs=[5, 9])
+    assert parse_train(data, "inline").input_query(train.steps[0])[0]["run_number"] == {"in": [5, 9]}
+
+
+def test_plugin_parameters_are_checked_with_the_plugins_own_rules(tmp_path):
+    message = _broken(tmp_path, lambda d: d["steps"][0]["plugin_parameters"].update(GroupSize=-1))
+    assert "step 'reco'.plugin_parameters" in message and "GroupSize" in message
+    assert "unknown plugin ByLuck" in _broken(tmp_path, lambda d: d["steps"][0].update(plugin="ByLuck"))

@@ -396,12 +396,12 @@ def test_allowed_plugins_keep_dirac_ones_and_name_every_km3dirac_plugin():
 
 
 def test_config_template_documents_allowed_plugins_and_every_plugin_parameter():
-    import re
     from pathlib import Path
 
     from diraccfg import CFG
 
     import KM3DIRAC
+    from KM3DIRAC.core.run_chunking import PLUGIN_LIMITS
     from KM3DIRAC.TransformationSystem import ALLOWED_PLUGINS, KM3DIRAC_PLUGINS, PLUGIN_LOCATION
 
     package = Path(KM3DIRAC.__file__).parent
@@ -410,10 +410,15 @@ def test_config_template_documents_allowed_plugins_and_every_plugin_parameter():
     assert agent["PluginLocation"] == PLUGIN_LOCATION
     defaults = template["Operations"]["Defaults"]
     assert defaults["Transformations"]["AllowedPlugins"].replace(" ", "").split(",") == list(ALLOWED_PLUGINS)
-    source = (package / "TransformationSystem" / "Agent" / "TransformationPlugin.py").read_text()
+    assert sorted(PLUGIN_LIMITS) == sorted(KM3DIRAC_PLUGINS)
     for plugin in KM3DIRAC_PLUGINS:
-        body = source.split(f"def _{plugin}(self):", 1)[1].split("def ", 1)[0]
-        read = set(re.findall(r'_param\("(\w+)"', body))
+        read = set()
+
+        def recorder(name, default, read=read):  # what the plugin asks getPluginParam for
+            read.add(name)
+            return default or type(default)(1)
+
+        PLUGIN_LIMITS[plugin](recorder)
         assert read and read == set(defaults["TransformationPlugins"][plugin].listOptions()), plugin
 
 

@@ -18,8 +18,9 @@ each file is looked at a bounded number of times, and only LFN order within one 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from KM3DIRAC.core.errors import KM3DiracError
 from KM3DIRAC.core.runs import FileRecord, RunKey
@@ -240,3 +241,31 @@ def by_run_cpu(cpu_time_per_task: float, cpu_time_per_event: float, max_files_pe
         raise ChunkingError(f"CPUTimePerTask = {cpu_time_per_task} s is less than one event "
                             f"(CPUTimePerEvent = {cpu_time_per_event} s)")
     return ChunkLimits(max_events=events, max_files=_optional_cap("MaxFilesPerTask", max_files_per_task), hard=True)
+
+
+# ----------------------------------------------------------------------------------------------- plugins
+ParameterGetter = Callable[[str, Any], Any]
+
+#: Each KM3DIRAC TransformationSystem plugin: its chunk limits from its parameters (name, default -> value), with
+#: the defaults documented in ConfigTemplate.cfg. Shared by the plugins and by processing-train validation.
+PLUGIN_LIMITS: dict[str, Callable[[ParameterGetter], ChunkLimits]] = {
+    "ByRun": lambda param: by_run(param("MaxFilesPerTask", 0)),
+    "ByRunFiles": lambda param: by_run_files(param("GroupSize", 10)),
+    "ByRunSize": lambda param: by_run_size(param("GroupSize", 1.0), param("MaxFilesPerTask", 100)),
+    "ByRunEvents": lambda param: by_run_events(param("MaxEventsPerTask", 100000), param("MaxFilesPerTask", 0)),
+    "ByRunCPU": lambda param: by_run_cpu(param("CPUTimePerTask", 86400.0), param("CPUTimePerEvent", 0.0),
+                                         param("MaxFilesPerTask", 0)),
+}
+
+
+def parameters_from(values: dict[str, Any]) -> ParameterGetter:
+    """A parameter getter over a plain dict, converting each value to its default's type (as getPluginParam)."""
+
+    def get(name: str, default: Any) -> Any:
+        value = values.get(name, default)
+        try:
+            return type(default)(value)
+        except (TypeError, ValueError) as error:
+            raise ChunkingError(f"{name} = {value!r}: not a {type(default).__name__}") from error
+
+    return get

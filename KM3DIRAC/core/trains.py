@@ -1,6 +1,8 @@
 """Processing trains: chained processing steps described in one YAML file.
 
     name: reco-2026a                    # letters, digits, - _ .
+    detector: 133                       # optional: restricts the first step to this detector ...
+    runs: [12345, 12346]                # ... and runs (or run_list: km3smk "<det:8> <run:8>" lines)
     steps:
       - name: reco
         input:
@@ -34,7 +36,11 @@ from typing import Any
 import yaml
 
 from KM3DIRAC.core.errors import KM3DiracError
+from KM3DIRAC.core.metadata_query import MAX_OR_GROUPS
+from KM3DIRAC.core.run_chunking import PLUGIN_LIMITS, ChunkingError, parameters_from
 
+RUN_LIST_LINE = re.compile(r"^(\d{8})\s+(\d{8})$")
+DIRAC_PLUGINS = ("Standard", "BySize", "Broadcast", "ByShare")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PLUGIN = re.compile(r"^[A-Za-z]+$")
 STEP_KEYS = {"name", "input", "plugin", "plugin_parameters", "jdl_template", "jdl_parameters", "output",
@@ -74,6 +80,8 @@ class Train:
     name: str
     steps: tuple[Step, ...]
     source: str = "<train>"
+    detector: int | None = None
+    runs: tuple[int, ...] = ()
 
     def step(self, name: str) -> Step:
         for step in self.steps:
@@ -91,9 +99,56 @@ class Train:
     def input_query(self, step: Step) -> tuple[dict[str, Any], str]:
         """(metadata query, path) feeding ``step``: its own query, or the outputs of its input step."""
         if step.input_step is None:
-            return dict(step.input_query), step.input_path
+            query = dict(step.input_query)
+            if self.detector is not None:
+                query["DetectorID"] = self.detector
+            if self.runs:
+                query["run_number"] = run_condition(self.runs)
+            return query, step.input_path
         previous = self.step(step.input_step)
         return {"TrainName": self.name, "TrainStep": previous.name}, previous.output.path
+
+
+def parse_run_list(text: str, detector: int | None = None, source: str = "run list") -> list[int]:
+    """Runs of a km3smk run list: ``<detector:8 digits> <run:8 digits>`` per line; blank and ``#`` lines ignored."""
+    runs = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = RUN_LIST_LINE.match(line)
+        if match is None:
+            raise _fail(source, f"run_list line {number}", f"{line!r} is not '<detector:8 digits> <run:8 digits>'")
+        if detector is not None and int(match.group(1)) != detector:
+            raise _fail(source, f"run_list line {number}", f"detector {int(match.group(1))}, the train's is {detector}")
+        runs.append(int(match.group(2)))
+    return runs
+
+
+def run_condition(runs: tuple[int, ...]) -> Any:
+    """The ``run_number`` condition of a query: a range when the runs are contiguous, else ``in``."""
+    if len(runs) > 1 and max(runs) - min(runs) + 1 == len(set(runs)):
+        return {">=": min(runs), "<=": max(runs)}
+    return {"in": list(runs)} if len(runs) > 1 else runs[0]
+
+
+def _parse_runs(source: str, data: dict[str, Any], detector: int | None) -> tuple[int, ...]:
+    runs, run_list = data.get("runs"), data.get("run_list")
+    if runs is not None and run_list is not None:
+        raise _fail(source, "runs", "give runs or run_list, not both")
+    if run_list is not None:
+        runs = parse_run_list(str(run_list), detector, source)
+    if runs is None:
+        return ()
+    if not isinstance(runs, list) or not runs or not all(isinstance(r, int) and r > 0 for r in runs):
+        raise _fail(source, "runs", f"must be a non-empty list of positive run numbers, not {runs!r}")
+    unique = tuple(sorted(set(runs)))
+    if len(unique) != len(runs):
+        raise _fail(source, "runs", "a run is listed twice")
+    if len(unique) > MAX_OR_GROUPS and max(unique) - min(unique) + 1 != len(unique):
+        raise _fail(source, "runs", f"{len(unique)} runs that are not one range: a query takes at most "
+                                    f"{MAX_OR_GROUPS}; split the train")
+    return unique
 
 
 def _fail(source: str, where: str, message: str) -> TrainDefinitionError:
@@ -147,6 +202,15 @@ def _parse_step(source: str, index: int, raw: Any, earlier: list[str], templates
     plugin = raw.get("plugin")
     if not isinstance(plugin, str) or not PLUGIN.match(plugin):
         raise _fail(source, f"{where}.plugin", f"must be a plugin name of letters only, not {plugin!r}")
+    if plugin not in PLUGIN_LIMITS and plugin not in DIRAC_PLUGINS:
+        raise _fail(source, f"{where}.plugin", f"unknown plugin {plugin} (KM3DIRAC: {', '.join(PLUGIN_LIMITS)}; "
+                                              f"DIRAC: {', '.join(DIRAC_PLUGINS)})")
+    plugin_parameters = _mapping(source, f"{where}.plugin_parameters", raw.get("plugin_parameters"))
+    if plugin in PLUGIN_LIMITS:
+        try:
+            PLUGIN_LIMITS[plugin](parameters_from(plugin_parameters))
+        except ChunkingError as error:
+            raise _fail(source, f"{where}.plugin_parameters", str(error)) from error
     template = raw.get("jdl_template")
     if not isinstance(template, str) or not template:
         raise _fail(source, f"{where}.jdl_template", "is required")
@@ -167,7 +231,7 @@ def _parse_step(source: str, index: int, raw: Any, earlier: list[str], templates
         input_query=_mapping(source, f"{where}.input.query", source_input.get("query")),
         input_path=_lfn_dir(source, f"{where}.input.path", source_input.get("path", "/")),
         input_step=input_step,
-        plugin_parameters=_mapping(source, f"{where}.plugin_parameters", raw.get("plugin_parameters")),
+        plugin_parameters=plugin_parameters,
         jdl_parameters=_mapping(source, f"{where}.jdl_parameters", raw.get("jdl_parameters")),
     )
 
@@ -178,16 +242,20 @@ def parse_train(data: Any, source: str = "<train>", templates: Path | None = Non
     name = data.get("name")
     if not isinstance(name, str) or not NAME.match(name):
         raise _fail(source, "name", "must be 1-64 of letters, digits, '-', '_', '.'")
-    unknown = sorted(set(data) - {"name", "steps", "description"})
+    unknown = sorted(set(data) - {"name", "steps", "description", "detector", "runs", "run_list"})
     if unknown:
         raise _fail(source, "top level", f"unknown fields {unknown}")
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise _fail(source, "steps", "must be a non-empty list")
+    detector = data.get("detector")
+    if detector is not None and (isinstance(detector, bool) or not isinstance(detector, int) or detector <= 0):
+        raise _fail(source, "detector", f"must be a positive detector id (e.g. 133), not {detector!r}")
+    runs = _parse_runs(source, data, detector)
     steps: list[Step] = []
     for index, raw in enumerate(raw_steps):
         steps.append(_parse_step(source, index, raw, [s.name for s in steps], templates))
-    return Train(name=name, steps=tuple(steps), source=source)
+    return Train(name=name, steps=tuple(steps), source=source, detector=detector, runs=runs)
 
 
 def load_train(path: Path, templates: Path | None = None) -> Train:

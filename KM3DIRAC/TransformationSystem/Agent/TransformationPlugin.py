@@ -15,22 +15,14 @@ again at its next cycle instead of waiting ``NoUnusedDelay`` hours for new files
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from DIRAC import S_ERROR, S_OK
 from DIRAC.TransformationSystem.Agent.TransformationPlugin import TransformationPlugin as DIRACTransformationPlugin
 
 from KM3DIRAC.core.errors import KM3DiracError
-from KM3DIRAC.core.run_chunking import (
-    ChunkLimits,
-    by_run,
-    by_run_cpu,
-    by_run_events,
-    by_run_files,
-    by_run_size,
-    plan_chunks,
-)
+from KM3DIRAC.core.run_chunking import PLUGIN_LIMITS, plan_chunks
 from KM3DIRAC.core.run_metadata import RunMetadata, fetch_run_metadata
 from KM3DIRAC.core.runs import EVENTS_KEY, RUN_KEY, SIZE_KEY, build_file_records, complete_runs
 
@@ -72,31 +64,27 @@ class TransformationPlugin(DIRACTransformationPlugin):
     """DIRAC's TransformationPlugin plus ``ByRun``, ``ByRunFiles``, ``ByRunSize``, ``ByRunEvents``, ``ByRunCPU``."""
 
     def _ByRun(self):
-        return self._by_run_chunks(lambda: by_run(self._param("MaxFilesPerTask", 0)))
+        return self._by_run_chunks("ByRun")
 
     def _ByRunFiles(self):
-        return self._by_run_chunks(lambda: by_run_files(self._param("GroupSize", 10)))
+        return self._by_run_chunks("ByRunFiles")
 
     def _ByRunSize(self):
-        return self._by_run_chunks(
-            lambda: by_run_size(self._param("GroupSize", 1.0), self._param("MaxFilesPerTask", 100)))
+        return self._by_run_chunks("ByRunSize")
 
     def _ByRunEvents(self):
-        return self._by_run_chunks(
-            lambda: by_run_events(self._param("MaxEventsPerTask", 100000), self._param("MaxFilesPerTask", 0)))
+        return self._by_run_chunks("ByRunEvents")
 
     def _ByRunCPU(self):
-        return self._by_run_chunks(lambda: by_run_cpu(self._param("CPUTimePerTask", 86400.0),
-                                                      self._param("CPUTimePerEvent", 0.0),
-                                                      self._param("MaxFilesPerTask", 0)))
+        return self._by_run_chunks("ByRunCPU")
 
     # ----------------------------------------------------------------------------------------------- helpers
     def _param(self, name: str, default: Any) -> Any:
         return self.util.getPluginParam(name, default)
 
-    def _by_run_chunks(self, limits_from_parameters: Callable[[], ChunkLimits]):
+    def _by_run_chunks(self, plugin: str):
         try:
-            limits = limits_from_parameters()
+            limits = PLUGIN_LIMITS[plugin](self._param)
             flush = self.params.get("Status") == FLUSH
             metadata = self._run_metadata(list(self.data))
             records, problems = build_file_records(self.data, metadata.files, need_events=limits.needs_events)
