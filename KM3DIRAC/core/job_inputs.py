@@ -6,6 +6,7 @@ space is checked before anything is downloaded. Errors name the DID that could n
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 from collections.abc import Callable, Iterable
@@ -92,7 +93,7 @@ def _fetch_one(client: Any, entry: InputFile, destination: Path, rse_settings: d
         try:
             if rse not in rse_settings:
                 rse_settings[rse] = client.get_rse(rse)
-            protocol = rsemanager.create_protocol(rse_settings[rse], "read", domain="wan")
+            protocol = rsemanager.create_protocol(copy.deepcopy(rse_settings[rse]), "read", domain="wan")
             protocol.connect()
             try:
                 protocol.get(pfn, str(partial))

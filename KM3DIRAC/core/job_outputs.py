@@ -8,15 +8,18 @@ caller (the DIRAC adapter) can hand it to DIRAC's Request Management System.
 
 from __future__ import annotations
 
+import copy
 import glob
 import logging
+import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from KM3DIRAC.core import rucio_policy
-from KM3DIRAC.core.checksums import adler32_of_file
+from KM3DIRAC.core.checksums import adler32_of_file, normalise_adler32
 from KM3DIRAC.core.errors import KM3DiracError
 from KM3DIRAC.core.lfn import LFNMapper
 
@@ -79,7 +82,7 @@ def _upload(client: Any, output: StoredOutput, rse: str, rse_settings: dict[str,
     if rse not in rse_settings:
         rse_settings[rse] = client.get_rse(rse)
     did = mapper.to_did(output.lfn)
-    protocol = rsemanager.create_protocol(rse_settings[rse], "write", domain="wan")
+    protocol = rsemanager.create_protocol(copy.deepcopy(rse_settings[rse]), "write", domain="wan")
     protocol.connect()
     try:
         pfn = next(iter(protocol.lfns2pfns(did.as_dict()).values()))
@@ -91,20 +94,27 @@ def _upload(client: Any, output: StoredOutput, rse: str, rse_settings: dict[str,
                 existing.get("adler32", output.adler32) == output.adler32:
             return  # a retried job: the same bytes are already in place
         temporary = f"{pfn}.km3dirac.upload"
+        if hasattr(protocol, "pfn2path"):
+            # rucio's posix put races when parallel uploads create the same directory: create it first
+            os.makedirs(os.path.dirname(protocol.pfn2path(temporary)), exist_ok=True)
         protocol.put(output.path.name, temporary, str(output.path.parent))
         stat = protocol.stat(temporary)
-        if int(stat.get("filesize", -1)) != output.bytes:
+        size, checksum = int(stat.get("filesize", -1)), stat.get("adler32")
+        if size != output.bytes or (checksum and normalise_adler32(checksum) != output.adler32):
             protocol.delete(temporary)
-            raise OutputDataError(f"{output.lfn}: size at {rse} is {stat.get('filesize')}, not {output.bytes}")
+            raise OutputDataError(f"{output.lfn}: at {rse} size {size} adler32 {checksum}, "
+                                  f"expected {output.bytes} {output.adler32}")
         protocol.rename(temporary, pfn)
     finally:
         protocol.close()
 
 
 def store_outputs(client: Any, paths: list[Path], spec: OutputSpec, mapper: LFNMapper | None = None,
-                  progress: Progress | None = None, rse_settings: dict[str, dict] | None = None) -> list[StoredOutput]:
-    """Upload each file to ``spec.rse`` or, failing that, to the failover RSEs in order. ``rse_settings`` fetched
-    at the start of the job let the upload itself go on while Rucio is unreachable."""
+                  progress: Progress | None = None, rse_settings: dict[str, dict] | None = None,
+                  workers: int = 4) -> list[StoredOutput]:
+    """Upload each file (``workers`` at a time) to ``spec.rse`` or, failing that, to the failover RSEs in order,
+    verifying size and adler32 at the destination. ``rse_settings`` fetched at the start of the job let the upload
+    itself go on while Rucio is unreachable."""
     rucio_policy.register()
     mapper = mapper or LFNMapper()
     rse_settings = rse_settings if rse_settings is not None else {}
@@ -112,20 +122,24 @@ def store_outputs(client: Any, paths: list[Path], spec: OutputSpec, mapper: LFNM
                             adler32_of_file(path)) for path in paths]
     for output in outputs:
         mapper.to_did(output.lfn)  # a bad destination fails before any transfer
-    failed = []
-    for done, output in enumerate(outputs, 1):
+    def store_one(output: StoredOutput) -> str | None:
         errors = []
         for rse in [spec.rse, *spec.failover_rses]:
             try:
                 _upload(client, output, rse, rse_settings, mapper)
                 output.rse = rse
-                break
+                return None
             except Exception as error:  # storage or Rucio unreachable: next RSE
                 errors.append(f"{rse}: {type(error).__name__}: {error}")
-        if output.rse is None:
-            failed.append(f"{output.lfn} ({'; '.join(errors)})")
-        if progress:
-            progress(done, len(outputs))
+        return f"{output.lfn} ({'; '.join(errors)})"
+
+    failed = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for done, problem in enumerate(pool.map(store_one, outputs), 1):
+            if problem:
+                failed.append(problem)
+            if progress:
+                progress(done, len(outputs))
     if failed:
         raise OutputDataError(f"outputs could not be stored on any RSE: {'; '.join(failed)}")
     return outputs
