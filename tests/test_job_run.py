@@ -34,6 +34,8 @@ def raw_run(rucio_client, scope_factory, tmp_path):
         items.append({"path": str(copy), "rse": "KM3-DISK-1", "did_scope": scope, "did_name": f"{run}/{copy.name}",
                       "dataset_scope": scope, "dataset_name": run})
     UploadClient(rucio_client).upload(items)
+    for item in items:
+        rucio_client.set_metadata_bulk(scope, item["did_name"], {"run_number": 11291, "DetectorID": 49})
     return scope, run
 
 
@@ -146,6 +148,8 @@ def test_job_execution_coordinator_is_found_by_the_job_wrapper_and_moves_the_dat
     assert len(outputs) == 2
     meta = rucio_client.get_metadata(scope, outputs[0], plugin="ALL")
     assert (meta["TransformationID"], meta["TaskID"], meta["Step"]) == (12, 34, "count")
+    # inherited from the inputs, which all belong to run 11291 of detector 49
+    assert (meta["run_number"], meta["DetectorID"]) == (11291, 49)
 
 
 def test_job_execution_coordinator_names_missing_input(dirac_cs, scope_factory, tmp_path, monkeypatch):

@@ -28,6 +28,9 @@ from KM3DIRAC.core.job_outputs import (
 )
 
 Status = Callable[[str], None]
+#: Metadata an output inherits from its inputs when all inputs agree on the value (the step's own metadata wins):
+#: a per-run step after a per-chunk step needs its inputs' run.
+INHERITED_KEYS = ("run_number", "DetectorID")
 
 
 @dataclass
@@ -157,7 +160,20 @@ class JobDataRunner:
         attach_replicas(self.client, files, self.plan.close_rses)
         download_inputs(self.client, files, self.plan.input_dir, self.plan.download_workers,
                         progress=lambda done, total: self.status(f"Downloading inputs {done}/{total}"))
+        if self.plan.output:
+            self._inherit_metadata([self.catalog.mapper.to_lfn(f.did) for f in files])
         return files
+
+    def _inherit_metadata(self, input_lfns: list[str]) -> None:
+        spec = self.plan.output
+        wanted = [key for key in INHERITED_KEYS if key not in spec.metadata]
+        if not wanted or not input_lfns:
+            return
+        metadata = self.catalog.user_metadata(dict.fromkeys(input_lfns)).successful
+        for key in wanted:
+            values = {str(meta.get(key)) for meta in metadata.values()}
+            if len(metadata) == len(input_lfns) and len(values) == 1 and "None" not in values:
+                spec.metadata[key] = next(iter(metadata.values()))[key]
 
     def store_and_register(self, workdir: Path) -> StoreOutcome:
         if not self.plan.output or not self.plan.output_patterns:
