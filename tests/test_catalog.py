@@ -217,6 +217,9 @@ def test_metadata_is_flat_user_keys_and_searchable(fc, scope_factory):
     assert find({"run_number": {"in": [1, 4]}}) == sorted([lfns[1], lfns[4]])
     assert find({"DetectorID": {"nin": [133]}}) == [lfns[4]]
     assert find({"DetectorID": 133}, path=f"/km3net/{scope}/meta/run1") == [lfns[1]]
+    # the TransformationSystem passes no path: the reserved query key Path carries it
+    assert _ok(fc.findFilesByMetadata({"DetectorID": 133, "Path": f"/km3net/{scope}/meta/run2"})) == [lfns[2]]
+    assert not _ok(fc.findFilesByMetadata({"Path": "/elsewhere"}, f"/km3net/{scope}"))
 
     _ok(fc.setMetadata(f"/km3net/{scope}/meta/run1", {"Campaign": "2026a"}))
     assert _ok(fc.getDirectoryUserMetadata(f"/km3net/{scope}/meta/run1")) == {"Campaign": "2026a"}

@@ -22,6 +22,7 @@ DEFAULT_FILE_META_FIELDS = {
     "Campaign": "VARCHAR(128)", "Step": "VARCHAR(128)", "SoftwareVersion": "VARCHAR(128)",
     "JobID": "INT", "TransformationID": "INT", "TaskID": "INT",
 }
+PATH_KEY = "Path"  # in a metadata query: the directory to search below (KM3DIRAC convention)
 DEFAULT_DIRECTORY_META_FIELDS = {"DetectorID": "INT", "Campaign": "VARCHAR(128)", "datatype": "VARCHAR(128)"}
 
 
@@ -88,7 +89,7 @@ class RucioCatalog(CatalogWrites):
             if not isinstance(meta, dict) or not meta:
                 result.failed[str(lfn)] = f"{lfn}: metadata must be a non-empty dict"
                 continue
-            bad = [key for key in meta if not isinstance(key, str) or not key
+            bad = [key for key in meta if not isinstance(key, str) or not key or key == PATH_KEY
                    or (key in RUCIO_COLUMN_KEYS and key not in USER_COLUMN_KEYS)]
             if bad:
                 result.failed[str(lfn)] = f"{lfn}: metadata keys {bad} are reserved by Rucio"
@@ -139,7 +140,16 @@ class RucioCatalog(CatalogWrites):
 
     # ------------------------------------------------------------------------------------------- queries
     def find_files(self, query: dict[str, Any], path: str = "/") -> list[str]:
-        """LFNs of the files below ``path`` matching the DIRAC metadata ``query`` (sorted)."""
+        """LFNs of the files below ``path`` matching the DIRAC metadata ``query`` (sorted).
+
+        The query key ``Path`` (reserved, not a metadata key) restricts the search to a directory too: DIRAC's
+        TransformationSystem passes a transformation's input meta query without a path."""
+        query = dict(query)
+        if PATH_KEY in query:
+            narrower = self._narrower_path(path, query.pop(PATH_KEY))
+            if narrower is None:
+                return []  # the two directories do not overlap
+            path = narrower
         plans = plan_query({key: self._typed_query_value(key, value) for key, value in query.items()})
         scopes, name_pattern = self._scopes_and_pattern(path)
         found: set[DID] = set()
@@ -153,6 +163,17 @@ class RucioCatalog(CatalogWrites):
                 scope_result = names if scope_result is None else scope_result & names
             found.update(DID(scope, name) for name in scope_result or ())
         return sorted(self.mapper.to_lfn(did) for did in found)
+
+    @staticmethod
+    def _narrower_path(path: str, query_path: Any) -> str | None:
+        if not isinstance(query_path, str) or not query_path.startswith("/"):
+            raise InvalidQueryError(f"query key {PATH_KEY} must be an absolute directory, not {query_path!r}")
+        outer, inner = path.rstrip("/") or "/", query_path.rstrip("/") or "/"
+        if inner == outer or inner.startswith(outer.rstrip("/") + "/"):
+            return inner
+        if outer.startswith(inner.rstrip("/") + "/"):
+            return outer
+        return None
 
     def _typed_query_value(self, key: str, value: Any) -> Any:
         field_type = self._field_type(key)
