@@ -79,3 +79,59 @@ def test_plugin_parameters_are_checked_with_the_plugins_own_rules(tmp_path):
     message = _broken(tmp_path, lambda d: d["steps"][0]["plugin_parameters"].update(GroupSize=-1))
     assert "step 'reco'.plugin_parameters" in message and "GroupSize" in message
     assert "unknown plugin ByLuck" in _broken(tmp_path, lambda d: d["steps"][0].update(plugin="ByLuck"))
+
+
+def test_validate_command_names_the_problem(tmp_path):
+    import subprocess
+    import sys
+
+    command = Path(sys.executable).parent / "dirac-km3-train"
+    ok = subprocess.run([str(command), "validate", str(EXAMPLE)], capture_output=True, text=True, timeout=120,
+                        check=False)
+    assert ok.returncode == 0 and "reco (ByRunSize) -> merge (ByRun)" in ok.stdout, ok.stdout + ok.stderr
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["steps"][1]["input"]["step"] = "nowhere"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(data))
+    bad = subprocess.run([str(command), "validate", str(broken)], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert bad.returncode == 1 and "step 'merge'.input.step" in bad.stdout + bad.stderr
+
+
+def test_step_job_carries_the_train_data_parameters(dirac_cs):
+    from KM3DIRAC.TransformationSystem.Client.Trains import step_job
+
+    train = load_train(EXAMPLE, TEMPLATES)
+    job = step_job(train, train.steps[1], TEMPLATES)
+    assert "dirac-km3-job-run" in job.workflow.toXML()  # the workflow's script step runs it
+    jdl = job._toJDL()
+    assert "/km3net/data/merged/133/2026a" in jdl
+    assert "TrainStep=merge" in jdl and "TrainName=km3-reco-2026a" in jdl
+
+
+@pytest.mark.rucio
+def test_plan_counts_tasks_from_the_catalog_as_the_plugins_would(dirac_cs, rucio_client, scope_factory):
+    from DIRAC.Resources.Catalog.FileCatalog import FileCatalog
+
+    from KM3DIRAC.core.catalog import RucioCatalog
+    from KM3DIRAC.TransformationSystem.Client.Trains import plan_train
+
+    fc = FileCatalog()
+    scope = scope_factory()
+    files = {}
+    for run, count in ((101, 4), (102, 3)):
+        for part in range(count):
+            lfn = f"/km3net/{scope}/raw/{run}/KM3NeT_00000133_{run:08d}.{part}.root"
+            files[lfn] = {"Size": 2 * 10**9, "SE": "KM3-DISK-1", "Checksum": "00000001",
+                          "Meta": {"datatype": "raw", "DetectorID": 133, "run_number": run}}
+    added = fc.addFile(files)
+    assert added["OK"] and not added["Value"]["Failed"], added
+    rucio_client.close(scope, f"/km3net/{scope}/raw/101")  # run 101 complete, run 102 still open
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["steps"][0]["input"]["path"] = f"/km3net/{scope}/raw"
+    train = parse_train(data, "inline", TEMPLATES)
+    reco, merge = plan_train(train, RucioCatalog(rucio_client))
+    # ByRunSize with GroupSize 5 GB: run 101 (4 x 2 GB) -> 2 full chunks, its last one made as the run is closed;
+    # run 102 (3 x 2 GB) -> 1 full chunk, its remainder waits for the run to be closed
+    assert (reco.files, reco.tasks, reco.waiting_runs) == (7, 3, 1)
+    assert (merge.files, merge.tasks) == (0, 0) and "fed by step reco" in merge.note
