@@ -1,0 +1,96 @@
+"""The local sandbox with real DIRAC services: a user's job goes through DIRAC's commands from submission to Done
+and its output sandbox comes back; ``status`` and ``up`` report what runs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from sandbox_fixtures import BIN, RunningSandbox, local_sandbox  # noqa: F401  (fixture)
+
+from KM3DIRAC.sandbox.state import ComponentRecord, SandboxState
+
+JOB_DONE_TIMEOUT = 180
+FINAL_STATUSES = ("Done", "Failed", "Killed", "Deleted")
+
+
+def _job_status(sandbox: RunningSandbox, job_id: str) -> str:
+    result = sandbox.run("dirac-wms-job-status", job_id)
+    assert result.returncode == 0, result.stdout + result.stderr
+    match = re.search(r"\bStatus=(\w+);", result.stdout)
+    assert match, result.stdout
+    return match.group(1)
+
+
+def _wait_for_final_status(sandbox: RunningSandbox, job_id: str) -> str:
+    deadline = time.monotonic() + JOB_DONE_TIMEOUT
+    status = ""
+    while time.monotonic() < deadline:
+        status = _job_status(sandbox, job_id)
+        if status in FINAL_STATUSES:
+            return status
+        time.sleep(2)
+    pytest.fail(f"job {job_id} still {status} after {JOB_DONE_TIMEOUT} s")
+
+
+@pytest.mark.sandbox
+def test_status_reports_every_component_healthy(local_sandbox: RunningSandbox):  # noqa: F811
+    result = local_sandbox.sandbox_command("status", timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for component in ("MariaDB", "Rucio server", "WorkloadManagement/JobManager", "WorkloadManagement/Matcher",
+                      "Transformation/TransformationManager", "WorkloadManagement/Optimizers",
+                      "WorkloadManagement/JobAgent", "RequestManagement/RequestExecutingAgent"):
+        assert re.search(rf"^{re.escape(component)}\s.*\sok$", result.stdout, re.MULTILINE), result.stdout
+
+
+@pytest.mark.sandbox
+def test_up_when_already_up_says_so(local_sandbox: RunningSandbox):  # noqa: F811
+    result = local_sandbox.sandbox_command("up", timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "already up" in result.stdout
+
+
+@pytest.mark.sandbox
+def test_user_job_runs_to_done_and_returns_its_output_sandbox(local_sandbox: RunningSandbox,  # noqa: F811
+                                                               tmp_path: Path):
+    script = tmp_path / "hello.sh"
+    script.write_text('#!/bin/sh\necho "hello from job $1 on $(hostname)"\n')
+    jdl = tmp_path / "hello.jdl"
+    jdl.write_text("""JobName = "km3dirac-sandbox-hello";
+Executable = "hello.sh";
+Arguments = "km3-sandbox-test";
+InputSandbox = {"hello.sh"};
+StdOutput = "std.out";
+StdError = "std.err";
+OutputSandbox = {"std.out", "std.err"};
+CPUTime = 1000;
+""")
+    submitted = local_sandbox.run("dirac-wms-job-submit", str(jdl), cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    match = re.search(r"JobID = (\d+)", submitted.stdout)
+    assert match, submitted.stdout
+    job_id = match.group(1)
+
+    assert _wait_for_final_status(local_sandbox, job_id) == "Done"
+
+    fetched = local_sandbox.run("dirac-wms-job-get-output", "-D", str(tmp_path / "out"), job_id)
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    stdout = (tmp_path / "out" / job_id / "std.out").read_text()
+    assert stdout.startswith("hello from job km3-sandbox-test on "), stdout
+
+
+def test_status_reports_a_crashed_component(tmp_path: Path):
+    """A recorded process that is gone is reported as CRASHED and ``status`` exits non-zero."""
+    dead = subprocess.Popen(["sleep", "0"])
+    dead.wait()
+    state = SandboxState(str(tmp_path), ready=True,
+                         components=[ComponentRecord("WorkloadManagement/JobManager", "service", dead.pid, 1,
+                                                     str(tmp_path / "jobmanager.log"), port=1)])
+    state.save()
+    result = subprocess.run([str(BIN / "dirac-km3-sandbox"), "status", "--dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(r"^WorkloadManagement/JobManager\s.*CRASHED$", result.stdout, re.MULTILINE), result.stdout
