@@ -3,6 +3,7 @@ always ``down`` at the end. Test modules import the fixtures they use from here.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from KM3DIRAC.sandbox.local_sandbox import SandboxPaths, user_environment
 
 BIN = Path(sys.executable).parent
 UP_TIMEOUT = 600
+CLIENTS_SCRIPT = Path(__file__).with_name("sandbox_clients.py")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,14 @@ class RunningSandbox:
         """Run an installed command (``dirac-wms-job-submit`` ...) as the sandbox's user would."""
         return subprocess.run([str(BIN / command[0]), *command[1:]], env=self.user_env(), cwd=cwd,
                               capture_output=True, text=True, timeout=timeout, check=False)
+
+    def dirac_client(self, action: str, *arguments: str, timeout: float = 120) -> dict:
+        """Run an action of ``sandbox_clients.py`` (DIRAC's Python clients) as the user; its JSON result."""
+        command = [sys.executable, str(CLIENTS_SCRIPT), action, *arguments]
+        result = subprocess.run(command, env=self.user_env(), capture_output=True, text=True, timeout=timeout,
+                                check=False)
+        assert result.returncode == 0, f"{action} failed:\n{result.stdout}\n{result.stderr}"
+        return json.loads(result.stdout.strip().splitlines()[-1])
 
     def sandbox_command(self, action: str, timeout: float = UP_TIMEOUT) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "dirac-km3-sandbox"), action, "--dir", str(self.directory)],

@@ -14,6 +14,7 @@ from sandbox_fixtures import BIN, RunningSandbox, local_sandbox  # noqa: F401  (
 from KM3DIRAC.sandbox.state import ComponentRecord, SandboxState
 
 JOB_DONE_TIMEOUT = 180
+REQUEST_DONE_TIMEOUT = 120
 FINAL_STATUSES = ("Done", "Failed", "Killed", "Deleted")
 
 
@@ -80,6 +81,23 @@ CPUTime = 1000;
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     stdout = (tmp_path / "out" / job_id / "std.out").read_text()
     assert stdout.startswith("hello from job km3-sandbox-test on "), stdout
+
+
+@pytest.mark.sandbox
+def test_request_executing_agent_executes_a_request(local_sandbox: RunningSandbox):  # noqa: F811
+    """An RMS request (one ForwardDISET operation: set a transformation's Description) is executed by the real
+    RequestExecutingAgent with the owner's proxy from the ProxyManager, and the call's effect is visible."""
+    put = local_sandbox.dirac_client("forward-diset-request", "set by the RMS")
+    deadline = time.monotonic() + REQUEST_DONE_TIMEOUT
+    status = ""
+    while time.monotonic() < deadline:
+        status = local_sandbox.dirac_client("request-status", str(put["request_id"]))["status"]
+        if status in ("Done", "Failed", "Canceled"):
+            break
+        time.sleep(2)
+    assert status == "Done"
+    parameter = local_sandbox.dirac_client("transformation-parameter", str(put["transformation_id"]), "Description")
+    assert parameter["value"] == "set by the RMS"
 
 
 def test_status_reports_a_crashed_component(tmp_path: Path):

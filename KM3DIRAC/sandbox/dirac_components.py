@@ -52,6 +52,8 @@ class DiracAgent:
 WMS_DATABASES = ("JobDB", "JobLoggingDB", "TaskQueueDB", "PilotAgentsDB")
 SERVICES = (
     DiracService("ResourceStatus", "ResourceStatus", ("ResourceStatusDB",)),
+    # agents acting for a user (RequestExecutingAgent, WorkflowTaskAgent) download the owner's proxy from here
+    DiracService("Framework", "ProxyManager", ("ProxyDB",)),
     DiracService("WorkloadManagement", "JobManager", WMS_DATABASES),
     DiracService("WorkloadManagement", "JobMonitoring", WMS_DATABASES),
     DiracService("WorkloadManagement", "JobStateUpdate", WMS_DATABASES),
@@ -62,6 +64,7 @@ SERVICES = (
     DiracService("Transformation", "TransformationManager", ("TransformationDB", "SandboxMetadataDB")),
 )
 DATABASE_SYSTEMS = {
+    "ProxyDB": "Framework",
     "ResourceStatusDB": "ResourceStatus",
     "JobDB": "WorkloadManagement",
     "JobLoggingDB": "WorkloadManagement",

@@ -145,6 +145,7 @@ class Sandbox:
         self._make_user_proxy(certificates)
         self._start_services(ports)
         self._run_step("set-resource-status")
+        self._run_step("upload-user-proxy", as_user=True)
         self._start_process("WorkloadManagement/Optimizers", "executor",
                             [_bin("dirac-executor"), *(f"WorkloadManagement/{name}" for name in EXECUTORS),
                              "-o", AS_HOST])
@@ -194,13 +195,13 @@ class Sandbox:
         if not certificates.user_proxy.exists():
             raise ServiceStartError(f"user proxy: {certificates.user_proxy} was not written")
 
-    def _run_step(self, step: str) -> None:
+    def _run_step(self, step: str, as_user: bool = False) -> None:
         """Run a set-up step of :mod:`KM3DIRAC.sandbox.setup_steps` in a DIRAC process of its own."""
         log = self.paths.log(f"setup-{step}")
         command = [sys.executable, "-m", "KM3DIRAC.sandbox.setup_steps", step, str(self.paths.root)]
         with open(log, "ab") as output:
             result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, check=False, timeout=300,
-                                    env=_server_environment(self.paths))
+                                    env=user_environment(self.paths) if as_user else _server_environment(self.paths))
         if result.returncode != 0:
             raise ServiceStartError(f"set-up step {step} failed ({result.returncode}); {log}:\n{log_tail(log)}")
 

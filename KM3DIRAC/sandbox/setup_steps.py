@@ -25,16 +25,42 @@ def make_user_proxy(root: Path) -> None:
     from DIRAC.Core.Base.Script import Script
 
     Script.parseCommandLine(ignoreErrors=True)
+    from KM3DIRAC.sandbox.local_sandbox import PROXY_LIFETIME_SECONDS, USER_GROUP, SandboxPaths
+
+    certificates = SandboxPaths(root).certificates
+    _ok(_user_chain(root).generateProxyToFile(str(certificates.user_proxy), PROXY_LIFETIME_SECONDS,
+                                              diracGroup=USER_GROUP),
+        "write the user proxy")
+
+
+def upload_user_proxy(root: Path) -> None:
+    """Store the user's proxy in the ProxyManager, as ``dirac-proxy-init`` does: agents then act as the user."""
+    from DIRAC.Core.Base.Script import Script
+
+    Script.parseCommandLine(ignoreErrors=True)
+    from DIRAC.FrameworkSystem.Client.ProxyManagerClient import gProxyManager
+
+    from KM3DIRAC.sandbox.local_sandbox import PROXY_LIFETIME_SECONDS, SandboxPaths
+
+    # the ProxyManager takes only proxies without a DIRAC group: it adds the group when it hands one out
+    plain_proxy = SandboxPaths(root).certificates.directory / "user-proxy-for-upload.pem"
+    _ok(_user_chain(root).generateProxyToFile(str(plain_proxy), PROXY_LIFETIME_SECONDS), "write a plain proxy")
+    try:
+        _ok(gProxyManager.uploadProxy(str(plain_proxy)), "upload the user proxy")
+    finally:
+        plain_proxy.unlink()
+
+
+def _user_chain(root: Path):
     from DIRAC.Core.Security.X509Chain import X509Chain
 
-    from KM3DIRAC.sandbox.local_sandbox import PROXY_LIFETIME_SECONDS, USER_GROUP, SandboxPaths
+    from KM3DIRAC.sandbox.local_sandbox import SandboxPaths
 
     certificates = SandboxPaths(root).certificates
     chain = X509Chain()
     _ok(chain.loadChainFromFile(str(certificates.user_cert)), "load the user certificate")
     _ok(chain.loadKeyFromFile(str(certificates.user_key)), "load the user key")
-    _ok(chain.generateProxyToFile(str(certificates.user_proxy), PROXY_LIFETIME_SECONDS, diracGroup=USER_GROUP),
-        "write the user proxy")
+    return chain
 
 
 def set_resource_status(root: Path) -> None:
@@ -65,7 +91,12 @@ def _ok(result: dict, what: str) -> None:
         raise SystemExit(f"could not {what}: {result['Message']}")
 
 
-STEPS = {"make-rses": make_rses, "make-user-proxy": make_user_proxy, "set-resource-status": set_resource_status}
+STEPS = {
+    "make-rses": make_rses,
+    "make-user-proxy": make_user_proxy,
+    "upload-user-proxy": upload_user_proxy,
+    "set-resource-status": set_resource_status,
+}
 
 if __name__ == "__main__":
     step, directory = sys.argv[1], Path(sys.argv[2])

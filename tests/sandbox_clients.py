@@ -1,0 +1,70 @@
+"""DIRAC client calls the sandbox tests make as the sandbox's user, each in a process of its own (DIRAC keeps its
+configuration in globals; the test process has its own in-process one). Usage:
+``python sandbox_clients.py <action> [args...]``; prints one JSON line, the result.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+
+
+def _value(result: dict, what: str):
+    if not result["OK"]:
+        raise SystemExit(f"{what} failed: {result['Message']}")
+    return result["Value"]
+
+
+def forward_diset_request(value: str) -> dict:
+    """Make a transformation, then ask the RMS to set its Description to ``value`` (ForwardDISET operation)."""
+    from DIRAC.Core.Utilities import DEncode
+    from DIRAC.RequestManagementSystem.Client.Operation import Operation
+    from DIRAC.RequestManagementSystem.Client.ReqClient import ReqClient
+    from DIRAC.RequestManagementSystem.Client.Request import Request
+    from DIRAC.TransformationSystem.Client.TransformationClient import TransformationClient
+
+    client = TransformationClient()
+    name = f"rms-forward-{uuid.uuid4().hex[:8]}"
+    transformation_id = _value(client.addTransformation(name, "RMS test", "RMS test", "MCSimulation", "Standard",
+                                                        "Manual", ""), "addTransformation")
+    direct = client.setTransformationParameter(transformation_id, "Description", "set directly")
+    _value(direct, "setTransformationParameter")
+    # the stub of a call just made, with another value: what a failed call leaves for the RMS to retry
+    (url, options), method, arguments = direct["rpcStub"]
+    operation = Operation()
+    operation.Type = "ForwardDISET"
+    operation.Arguments = DEncode.encode(((url, options), method, (arguments[0], arguments[1], value)))
+    request = Request()
+    request.RequestName = name
+    request.addOperation(operation)
+    request_id = _value(ReqClient().putRequest(request), "putRequest")
+    return {"transformation_id": transformation_id, "request_id": request_id}
+
+
+def request_status(request_id: str) -> dict:
+    from DIRAC.RequestManagementSystem.Client.ReqClient import ReqClient
+
+    return {"status": _value(ReqClient().getRequestStatus(int(request_id)), "getRequestStatus")}
+
+
+def transformation_parameter(transformation_id: str, name: str) -> dict:
+    from DIRAC.TransformationSystem.Client.TransformationClient import TransformationClient
+
+    client = TransformationClient()
+    return {"value": _value(client.getTransformationParameters(int(transformation_id), name), "get parameter")}
+
+
+ACTIONS = {
+    "forward-diset-request": forward_diset_request,
+    "request-status": request_status,
+    "transformation-parameter": transformation_parameter,
+}
+
+if __name__ == "__main__":
+    action, arguments = sys.argv[1], sys.argv[2:]
+    sys.argv = sys.argv[:1]
+    from DIRAC.Core.Base.Script import Script
+
+    Script.parseCommandLine(ignoreErrors=True)
+    print(json.dumps(ACTIONS[action](*arguments)))
