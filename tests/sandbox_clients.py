@@ -42,6 +42,39 @@ def forward_diset_request(value: str) -> dict:
     return {"transformation_id": transformation_id, "request_id": request_id}
 
 
+def workflow_transformation(message: str, tasks: str) -> dict:
+    """An active, automatic MCSimulation transformation whose job echoes ``message``, extended by ``tasks`` tasks."""
+    from DIRAC.Interfaces.API.Job import Job
+    from DIRAC.TransformationSystem.Client.Transformation import Transformation
+    from DIRAC.TransformationSystem.Client.TransformationClient import TransformationClient
+
+    job = Job()
+    job.setName("km3dirac-sandbox-task")
+    job.setExecutable("/bin/echo", arguments=message)
+    job.setCPUTime(1000)
+    transformation = Transformation()
+    _value(transformation.setTransformationName(f"workflow-{uuid.uuid4().hex[:8]}"), "setTransformationName")
+    transformation.setType("MCSimulation")
+    transformation.setDescription("KM3DIRAC sandbox test")
+    transformation.setLongDescription("KM3DIRAC sandbox test: WorkflowTaskAgent submits the tasks as jobs")
+    transformation.setBody(job.workflow.toXML())
+    _value(transformation.addTransformation(), "addTransformation")
+    transformation_id = _value(transformation.getTransformationID(), "getTransformationID")
+    _value(transformation.setStatus("Active"), "setStatus")
+    _value(transformation.setAgentType("Automatic"), "setAgentType")
+    task_ids = _value(TransformationClient().extendTransformation(transformation_id, int(tasks)), "extend")
+    return {"transformation_id": transformation_id, "task_ids": task_ids}
+
+
+def transformation_tasks(transformation_id: str) -> dict:
+    from DIRAC.TransformationSystem.Client.TransformationClient import TransformationClient
+
+    tasks = _value(TransformationClient().getTransformationTasks({"TransformationID": int(transformation_id)}),
+                   "getTransformationTasks")
+    return {"tasks": [{"task_id": task["TaskID"], "status": task["ExternalStatus"], "job_id": task["ExternalID"]}
+                      for task in tasks]}
+
+
 def request_status(request_id: str) -> dict:
     from DIRAC.RequestManagementSystem.Client.ReqClient import ReqClient
 
@@ -56,6 +89,8 @@ def transformation_parameter(transformation_id: str, name: str) -> dict:
 
 
 ACTIONS = {
+    "workflow-transformation": workflow_transformation,
+    "transformation-tasks": transformation_tasks,
     "forward-diset-request": forward_diset_request,
     "request-status": request_status,
     "transformation-parameter": transformation_parameter,

@@ -15,6 +15,7 @@ from KM3DIRAC.sandbox.state import ComponentRecord, SandboxState
 
 JOB_DONE_TIMEOUT = 180
 REQUEST_DONE_TIMEOUT = 120
+TASKS_SUBMITTED_TIMEOUT = 150
 FINAL_STATUSES = ("Done", "Failed", "Killed", "Deleted")
 
 
@@ -81,6 +82,38 @@ CPUTime = 1000;
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     stdout = (tmp_path / "out" / job_id / "std.out").read_text()
     assert stdout.startswith("hello from job km3-sandbox-test on "), stdout
+
+
+def _submitted(task: dict) -> bool:
+    """A task the WorkflowTaskAgent handed to the WMS: it has a job, and its status follows the job's from then on."""
+    return int(task["job_id"] or 0) > 0 and task["status"] not in ("Created", "Reserved")
+
+
+@pytest.mark.sandbox
+def test_workflow_task_agent_submits_the_tasks_of_a_transformation(local_sandbox: RunningSandbox,  # noqa: F811
+                                                                   tmp_path: Path):
+    """A transformation made with DIRAC's Transformation client: the real WorkflowTaskAgent submits each task as a
+    job (with the author's proxy from the ProxyManager), the jobs run to Done and their output comes back."""
+    message = "task of a KM3DIRAC sandbox transformation"
+    created = local_sandbox.dirac_client("workflow-transformation", message, "2")
+    assert len(created["task_ids"]) == 2
+    transformation_id = str(created["transformation_id"])
+    # the TransformationManager hands out tasks only 30 s after their creation (its guard against races)
+    deadline = time.monotonic() + TASKS_SUBMITTED_TIMEOUT
+    tasks: list[dict] = []
+    while time.monotonic() < deadline:
+        tasks = local_sandbox.dirac_client("transformation-tasks", transformation_id)["tasks"]
+        if tasks and all(_submitted(task) for task in tasks):
+            break
+        time.sleep(3)
+    assert len(tasks) == 2 and all(_submitted(task) for task in tasks), tasks
+    for task in tasks:
+        job_id = str(task["job_id"])
+        assert _wait_for_final_status(local_sandbox, job_id) == "Done"
+        fetched = local_sandbox.run("dirac-wms-job-get-output", "-D", str(tmp_path / "out"), job_id)
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+        job_log = (tmp_path / "out" / job_id / "std.out").read_text()
+        assert f"/bin/echo {message} execution completed with status 0" in job_log, job_log
 
 
 @pytest.mark.sandbox

@@ -23,6 +23,7 @@ COMPUTING_ELEMENT = "sandbox-pool"
 QUEUE = "default"
 SANDBOX_SE = "SandboxSE"
 HOST_NAME = "localhost"
+USER_NAME = "km3user"
 HOST_PROPERTIES = ("TrustedHost", "Operator", "FullDelegation", "ProxyManagement", "ServiceAdministrator",
                    "JobAdministrator", "CSAdministrator", "ProductionManagement", "SiteManager")
 
@@ -75,7 +76,8 @@ DATABASE_SYSTEMS = {
     "TransformationDB": "Transformation",
 }
 EXECUTORS = ("JobPath", "JobSanity", "InputData", "JobScheduling")
-FAST_AGENT_OPTIONS = (("PollingTime", "2"),)
+# MaxCycles 0: the sandbox's agents run until `down` (DIRAC's default stops an agent after 500 cycles)
+FAST_AGENT_OPTIONS = (("PollingTime", "2"), ("MaxCycles", "0"))
 AGENTS = (
     DiracAgent("Transformation", "TransformationAgent", FAST_AGENT_OPTIONS),
     DiracAgent("Transformation", "WorkflowTaskAgent", (*FAST_AGENT_OPTIONS, ("ShifterCredentials", ""))),
@@ -314,6 +316,20 @@ Operations
     {{
       AccessProtocols = file, dips
       WriteProtocols = file, dips
+    }}
+    # agents that need a proxy of their own (TransformationAgent, RequestExecutingAgent's managers) act as the user
+    Shifter
+    {{
+      ProductionManager
+      {{
+        User = {USER_NAME}
+        Group = {VO}_user
+      }}
+      DataManager
+      {{
+        User = {USER_NAME}
+        Group = {VO}_user
+      }}
     }}
     Pilot
     {{

@@ -22,6 +22,7 @@ from KM3DIRAC.sandbox.dirac_components import (
     AGENTS,
     EXECUTORS,
     SERVICES,
+    USER_NAME,
     DiracService,
     SandboxLayout,
     all_databases,
@@ -43,7 +44,6 @@ from KM3DIRAC.sandbox.rucio_server import (
 from KM3DIRAC.sandbox.state import ComponentRecord, SandboxState, is_alive, is_healthy, record_process, stop_component
 
 DEFAULT_DIRECTORY = SOURCE_ROOT / ".work" / "sandbox"
-USER_NAME = "km3user"
 USER_GROUP = "km3net_user"
 RSE_NAMES = ("KM3-DISK-1", "KM3-DISK-2")
 PROXY_LIFETIME_SECONDS = 7 * 24 * 3600
@@ -233,6 +233,8 @@ class Sandbox:
         env = user_environment(self.paths)
         # DIRAC starts the JobWrapper with realpath(sys.executable), outside the venv: it must still import DIRAC
         env["PYTHONPATH"] = os.pathsep.join([sysconfig.get_paths()["purelib"], str(SOURCE_ROOT)])
+        # transformation jobs run `dirac-jobexec`: DIRAC's commands must be on the PATH of the payload
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
         self._start_process("WorkloadManagement/JobAgent", "pilot",
                             [sys.executable, "-m", "KM3DIRAC.sandbox.pilot_loop", str(self.paths.root / "pilot")],
                             env=env, cwd=self.paths.root)
