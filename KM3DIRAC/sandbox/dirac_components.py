@@ -82,7 +82,9 @@ AGENTS = (
     DiracAgent("Transformation", "TransformationAgent", FAST_AGENT_OPTIONS),
     DiracAgent("Transformation", "WorkflowTaskAgent", (*FAST_AGENT_OPTIONS, ("ShifterCredentials", ""))),
     DiracAgent("Transformation", "InputDataAgent", FAST_AGENT_OPTIONS),
-    DiracAgent("RequestManagement", "RequestExecutingAgent", FAST_AGENT_OPTIONS),
+    # DIRAC's template runs 50 worker processes (~4 GB resident): two are plenty on one machine
+    DiracAgent("RequestManagement", "RequestExecutingAgent",
+               (*FAST_AGENT_OPTIONS, ("MinProcess", "1"), ("MaxProcess", "2"), ("ProcessPoolQueueSize", "10"))),
 )
 
 
