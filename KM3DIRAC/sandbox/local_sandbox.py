@@ -253,6 +253,9 @@ class Sandbox:
         widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
                  for row in rows]
+        for record in self.state.components:
+            if _health(record) != "ok":
+                lines.append(f"\n{record.name}: end of {record.log}:\n{log_tail(Path(record.log), lines=10)}")
         if not self.state.ready:
             healthy = False
             lines.append("`up` did not finish")
