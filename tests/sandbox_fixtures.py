@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,5 +61,5 @@ def local_sandbox() -> Iterator[RunningSandbox]:
     finally:
         stopped = sandbox.sandbox_command("down")
         if not os.environ.get("KM3DIRAC_KEEP_TEST_DIR"):
-            subprocess.run(["rm", "-rf", str(sandbox.directory)], check=False)
+            shutil.rmtree(sandbox.directory, ignore_errors=True)
         assert stopped.returncode == 0, f"dirac-km3-sandbox down failed:\n{stopped.stdout}\n{stopped.stderr}"

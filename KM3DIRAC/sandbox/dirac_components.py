@@ -14,6 +14,7 @@ from pathlib import Path
 from diraccfg import CFG
 
 from KM3DIRAC import VO
+from KM3DIRAC.sandbox.certificates import HOST_SUBJECT
 from KM3DIRAC.sandbox.dirac_config import LocalDiracConfig
 from KM3DIRAC.sandbox.mariadb import DIRAC_DB_PASSWORD, DIRAC_DB_USER
 from KM3DIRAC.sandbox.processes import LOOPBACK
@@ -24,6 +25,7 @@ QUEUE = "default"
 SANDBOX_SE = "SandboxSE"
 HOST_NAME = "localhost"
 USER_NAME = "km3user"
+USER_GROUP = f"{VO}_user"  # the group LocalDiracConfig's Registry defines
 HOST_PROPERTIES = ("TrustedHost", "Operator", "FullDelegation", "ProxyManagement", "ServiceAdministrator",
                    "JobAdministrator", "CSAdministrator", "ProductionManagement", "SiteManager")
 
@@ -251,13 +253,13 @@ Registry
   {{
     {HOST_NAME}
     {{
-      DN = /O=KM3DIRAC-Sandbox/CN=localhost
+      DN = {HOST_SUBJECT}
       Properties = {", ".join(HOST_PROPERTIES)}
     }}
   }}
   Groups
   {{
-    {VO}_user
+    {USER_GROUP}
     {{
       Properties = NormalUser, ProductionManagement
     }}
@@ -325,12 +327,12 @@ Operations
       ProductionManager
       {{
         User = {USER_NAME}
-        Group = {VO}_user
+        Group = {USER_GROUP}
       }}
       DataManager
       {{
         User = {USER_NAME}
-        Group = {VO}_user
+        Group = {USER_GROUP}
       }}
     }}
     Pilot

@@ -44,13 +44,13 @@ from KM3DIRAC.sandbox.rucio_server import (
 from KM3DIRAC.sandbox.state import ComponentRecord, SandboxState, is_alive, is_healthy, record_process, stop_component
 
 DEFAULT_DIRECTORY = SOURCE_ROOT / ".work" / "sandbox"
-USER_GROUP = "km3net_user"
 RSE_NAMES = ("KM3-DISK-1", "KM3-DISK-2")
 PROXY_LIFETIME_SECONDS = 7 * 24 * 3600
 SERVICE_START_TIMEOUT = 180
 #: services, optimizers and agents authenticate with the host certificate; the JobAgent runs with the user proxy
 AS_HOST = "/DIRAC/Security/UseServerCertificate=yes"
-# they point DIRAC's https clients at one CA bundle instead of its CA directory (CERTIFICATE_VERIFY_FAILED)
+# set by the sandbox for its processes; REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE are dropped: they point DIRAC's https
+# clients at one CA bundle instead of its CA directory (CERTIFICATE_VERIFY_FAILED)
 ENVIRONMENT_VARIABLES_BREAKING_DIRAC = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "X509_USER_PROXY", "X509_CERT_DIR",
                                         "DIRACSYSCONFIG", "RUCIO_CONFIG")
 

@@ -25,7 +25,8 @@ def make_user_proxy(root: Path) -> None:
     from DIRAC.Core.Base.Script import Script
 
     Script.parseCommandLine(ignoreErrors=True)
-    from KM3DIRAC.sandbox.local_sandbox import PROXY_LIFETIME_SECONDS, USER_GROUP, SandboxPaths
+    from KM3DIRAC.sandbox.dirac_components import USER_GROUP
+    from KM3DIRAC.sandbox.local_sandbox import PROXY_LIFETIME_SECONDS, SandboxPaths
 
     certificates = SandboxPaths(root).certificates
     _ok(_user_chain(root).generateProxyToFile(str(certificates.user_proxy), PROXY_LIFETIME_SECONDS,
