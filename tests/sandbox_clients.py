@@ -66,6 +66,53 @@ def workflow_transformation(message: str, tasks: str) -> dict:
     return {"transformation_id": transformation_id, "task_ids": task_ids}
 
 
+def files_transformation(directory: str, files: str) -> dict:
+    """Upload ``files`` small files to Rucio (RSE KM3-DISK-1, fresh scope, DID name = LFN), then make an active
+    Merge transformation (plugin Standard, one file per task) fed with their LFNs. Its agent type is Manual: the
+    TransformationAgent makes its tasks, no job is submitted for them."""
+    from pathlib import Path
+
+    from DIRAC.Interfaces.API.Job import Job
+    from DIRAC.TransformationSystem.Client.Transformation import Transformation
+    from rucio.client import Client
+    from rucio.client.uploadclient import UploadClient
+
+    client = Client()
+    scope = f"t{uuid.uuid4().hex[:12]}"
+    client.add_scope("root", scope)
+    lfns = []
+    for index in range(int(files)):
+        path = Path(directory) / f"file-{index}.dat"
+        path.write_bytes(bytes([index]) * 1000)
+        lfn = f"/km3net/{scope}/run1/{path.name}"
+        UploadClient(client).upload([{"path": str(path), "rse": "KM3-DISK-1", "did_scope": scope, "did_name": lfn}])
+        lfns.append(lfn)
+    job = Job()
+    job.setExecutable("/bin/true")
+    transformation = Transformation()
+    _value(transformation.setTransformationName(f"files-{uuid.uuid4().hex[:8]}"), "setTransformationName")
+    transformation.setType("Merge")
+    transformation.setDescription("KM3DIRAC sandbox test")
+    transformation.setLongDescription("KM3DIRAC sandbox test: TransformationAgent makes tasks from files")
+    transformation.setBody(job.workflow.toXML())
+    transformation.setPlugin("Standard")
+    transformation.setGroupSize(1)
+    _value(transformation.addTransformation(), "addTransformation")
+    transformation_id = _value(transformation.getTransformationID(), "getTransformationID")
+    _value(transformation.setStatus("Active"), "setStatus")
+    _value(transformation.setAgentType("Manual"), "setAgentType")
+    added = _value(transformation.addFilesToTransformation(lfns), "addFilesToTransformation")
+    return {"transformation_id": transformation_id, "lfns": lfns, "added": added}
+
+
+def transformation_files(transformation_id: str) -> dict:
+    from DIRAC.TransformationSystem.Client.TransformationClient import TransformationClient
+
+    files = _value(TransformationClient().getTransformationFiles({"TransformationID": int(transformation_id)}),
+                   "getTransformationFiles")
+    return {"files": [{"lfn": file["LFN"], "status": file["Status"], "task_id": file["TaskID"]} for file in files]}
+
+
 def transformation_tasks(transformation_id: str) -> dict:
     from DIRAC.TransformationSystem.Client.TransformationClient import TransformationClient
 
@@ -91,6 +138,8 @@ def transformation_parameter(transformation_id: str, name: str) -> dict:
 ACTIONS = {
     "workflow-transformation": workflow_transformation,
     "transformation-tasks": transformation_tasks,
+    "files-transformation": files_transformation,
+    "transformation-files": transformation_files,
     "forward-diset-request": forward_diset_request,
     "request-status": request_status,
     "transformation-parameter": transformation_parameter,

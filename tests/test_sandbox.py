@@ -117,6 +117,27 @@ def test_workflow_task_agent_submits_the_tasks_of_a_transformation(local_sandbox
 
 
 @pytest.mark.sandbox
+def test_transformation_agent_makes_one_task_per_file(local_sandbox: RunningSandbox, tmp_path: Path):  # noqa: F811
+    """Files uploaded to the sandbox's Rucio and added to a transformation: the real TransformationAgent finds their
+    replicas through the FileCatalog and its Standard plugin makes one task per file (GroupSize 1)."""
+    created = local_sandbox.dirac_client("files-transformation", str(tmp_path), "2")
+    assert created["added"]["Failed"] == {}
+    transformation_id = str(created["transformation_id"])
+    deadline = time.monotonic() + TASKS_SUBMITTED_TIMEOUT
+    files: list[dict] = []
+    while time.monotonic() < deadline:
+        files = local_sandbox.dirac_client("transformation-files", transformation_id)["files"]
+        if files and all(file["status"] == "Assigned" for file in files):
+            break
+        time.sleep(3)
+    assert sorted(file["lfn"] for file in files) == sorted(created["lfns"])
+    assert [file["status"] for file in files] == ["Assigned", "Assigned"], files
+    assert len({file["task_id"] for file in files}) == 2, files
+    tasks = local_sandbox.dirac_client("transformation-tasks", transformation_id)["tasks"]
+    assert sorted(task["task_id"] for task in tasks) == sorted(file["task_id"] for file in files)
+
+
+@pytest.mark.sandbox
 def test_request_executing_agent_executes_a_request(local_sandbox: RunningSandbox):  # noqa: F811
     """An RMS request (one ForwardDISET operation: set a transformation's Description) is executed by the real
     RequestExecutingAgent with the owner's proxy from the ProxyManager, and the call's effect is visible."""

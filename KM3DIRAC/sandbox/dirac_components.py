@@ -193,7 +193,8 @@ def _component_sections(ports: dict[str, int]) -> CFG:
     return cfg
 
 
-def _sandbox_cfg_text(layout: SandboxLayout, mariadb_port: int, certificates_dir: Path, sandbox_store_port: int) -> str:
+def _sandbox_cfg_text(layout: SandboxLayout, mariadb_port: int, certificates_dir: Path, sandbox_store_port: int,
+                      storage_element_names: list[str]) -> str:
     return f"""DIRAC
 {{
   Security
@@ -267,6 +268,15 @@ Registry
 }}
 Resources
 {{
+  FileCatalogs
+  {{
+    RucioFileCatalog
+    {{
+      # DIRAC core's RucioFileCatalogClient (used until KM3DIRAC's plugin is installed) takes the scope from the
+      # LFN with this algorithm: /km3net/<scope>/... -> <scope>, the KM3DIRAC DID convention
+      DiracScopeAlg = dirac
+    }}
+  }}
   StorageElements
   {{
     # the sandboxes' StorageElement is the SandboxStore service itself (DIP plugin over dips://)
@@ -291,6 +301,8 @@ Resources
       {SITE}
       {{
         Name = {SITE}
+        # jobs with input data are scheduled to the site whose SEs hold replicas
+        SE = {", ".join(storage_element_names)}
         CE = {COMPUTING_ELEMENT}
         CEs
         {{
@@ -354,5 +366,6 @@ def render_sandbox_cfg(base: LocalDiracConfig, layout: SandboxLayout, ports: dic
     cfg = CFG().loadFromBuffer(base.render())
     cfg = cfg.mergeWith(_component_sections(ports))
     cfg = cfg.mergeWith(CFG().loadFromBuffer(_sandbox_cfg_text(layout, mariadb_port, certificates_dir,
-                                                               ports["WorkloadManagement/SandboxStore"])))
+                                                               ports["WorkloadManagement/SandboxStore"],
+                                                               [storage.name for storage in base.storages])))
     return str(cfg)

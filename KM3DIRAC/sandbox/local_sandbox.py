@@ -10,6 +10,7 @@ started, so ``down`` stops exactly those, also after a failed ``up``.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -178,6 +179,8 @@ class Sandbox:
         self._add(record_process("Rucio server", "rucio", server.process.pid, server.log_file, server.port))
         self.paths.rucio_client_cfg.parent.mkdir(parents=True, exist_ok=True)
         self.paths.rucio_client_cfg.write_text(client_config_text(server.url))
+        # Rucio's database is new at every `up`: files left in the RSE directories would be unknown to it
+        shutil.rmtree(self.paths.root / "storage", ignore_errors=True)
         self._run_step("make-rses")
         return server.url
 
