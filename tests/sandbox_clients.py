@@ -42,26 +42,39 @@ def forward_diset_request(value: str) -> dict:
     return {"transformation_id": transformation_id, "request_id": request_id}
 
 
+def _active_transformation(job, transformation_type: str, agent_type: str, purpose: str, plugin: str = "",
+                           group_size: int = 0) -> int:
+    """Add an Active transformation whose tasks run ``job``; return its ID."""
+    from DIRAC.TransformationSystem.Client.Transformation import Transformation
+
+    transformation = Transformation()
+    _value(transformation.setTransformationName(f"sandbox-{uuid.uuid4().hex[:8]}"), "setTransformationName")
+    transformation.setType(transformation_type)
+    transformation.setDescription("KM3DIRAC sandbox test")
+    transformation.setLongDescription(f"KM3DIRAC sandbox test: {purpose}")
+    transformation.setBody(job.workflow.toXML())
+    if plugin:
+        transformation.setPlugin(plugin)
+    if group_size:
+        transformation.setGroupSize(group_size)
+    _value(transformation.addTransformation(), "addTransformation")
+    transformation_id = _value(transformation.getTransformationID(), "getTransformationID")
+    _value(transformation.setStatus("Active"), "setStatus")
+    _value(transformation.setAgentType(agent_type), "setAgentType")
+    return transformation_id
+
+
 def workflow_transformation(message: str, tasks: str) -> dict:
     """An active, automatic MCSimulation transformation whose job echoes ``message``, extended by ``tasks`` tasks."""
     from DIRAC.Interfaces.API.Job import Job
-    from DIRAC.TransformationSystem.Client.Transformation import Transformation
     from DIRAC.TransformationSystem.Client.TransformationClient import TransformationClient
 
     job = Job()
     job.setName("km3dirac-sandbox-task")
     job.setExecutable("/bin/echo", arguments=message)
     job.setCPUTime(1000)
-    transformation = Transformation()
-    _value(transformation.setTransformationName(f"workflow-{uuid.uuid4().hex[:8]}"), "setTransformationName")
-    transformation.setType("MCSimulation")
-    transformation.setDescription("KM3DIRAC sandbox test")
-    transformation.setLongDescription("KM3DIRAC sandbox test: WorkflowTaskAgent submits the tasks as jobs")
-    transformation.setBody(job.workflow.toXML())
-    _value(transformation.addTransformation(), "addTransformation")
-    transformation_id = _value(transformation.getTransformationID(), "getTransformationID")
-    _value(transformation.setStatus("Active"), "setStatus")
-    _value(transformation.setAgentType("Automatic"), "setAgentType")
+    transformation_id = _active_transformation(job, "MCSimulation", "Automatic",
+                                               "WorkflowTaskAgent submits the tasks as jobs")
     task_ids = _value(TransformationClient().extendTransformation(transformation_id, int(tasks)), "extend")
     return {"transformation_id": transformation_id, "task_ids": task_ids}
 
@@ -73,7 +86,7 @@ def files_transformation(directory: str, files: str) -> dict:
     from pathlib import Path
 
     from DIRAC.Interfaces.API.Job import Job
-    from DIRAC.TransformationSystem.Client.Transformation import Transformation
+    from DIRAC.TransformationSystem.Client.TransformationClient import TransformationClient
     from rucio.client import Client
     from rucio.client.uploadclient import UploadClient
 
@@ -89,19 +102,10 @@ def files_transformation(directory: str, files: str) -> dict:
         lfns.append(lfn)
     job = Job()
     job.setExecutable("/bin/true")
-    transformation = Transformation()
-    _value(transformation.setTransformationName(f"files-{uuid.uuid4().hex[:8]}"), "setTransformationName")
-    transformation.setType("Merge")
-    transformation.setDescription("KM3DIRAC sandbox test")
-    transformation.setLongDescription("KM3DIRAC sandbox test: TransformationAgent makes tasks from files")
-    transformation.setBody(job.workflow.toXML())
-    transformation.setPlugin("Standard")
-    transformation.setGroupSize(1)
-    _value(transformation.addTransformation(), "addTransformation")
-    transformation_id = _value(transformation.getTransformationID(), "getTransformationID")
-    _value(transformation.setStatus("Active"), "setStatus")
-    _value(transformation.setAgentType("Manual"), "setAgentType")
-    added = _value(transformation.addFilesToTransformation(lfns), "addFilesToTransformation")
+    transformation_id = _active_transformation(job, "Merge", "Manual", "TransformationAgent makes tasks from files",
+                                               plugin="Standard", group_size=1)
+    transformations = TransformationClient()
+    added = _value(transformations.addFilesToTransformation(transformation_id, lfns), "addFilesToTransformation")
     return {"transformation_id": transformation_id, "lfns": lfns, "added": added}
 
 
