@@ -4,12 +4,16 @@ Importing this package must stay cheap and must not import DIRAC: DIRAC's extens
 the Rucio server imports :mod:`KM3DIRAC.core.rucio_policy` from it.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata
 
 try:
-    __version__ = version("KM3DIRAC")
-except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = metadata.version("KM3DIRAC")
+except metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
+
+#: DIRAC reads ``<extension>.version`` (``Core/Utilities/Version.getCurrentVersion``): the JobWrapper sends it as the
+#: job parameter ``PilotAgent``, so it must be the version string (a function here breaks the job's JSON report).
+version = __version__
 
 #: The virtual organisation KM3DIRAC serves.
 VO = "km3net"

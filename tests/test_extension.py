@@ -22,6 +22,19 @@ def test_cs_extensions_strip_the_dirac_suffix():
     assert getCSExtensions() == ["KM3"]
 
 
+def test_dirac_reads_the_extension_version_as_a_string():
+    """The JobWrapper reports getCurrentVersion() as a job parameter: it must serialise (it did not when
+    ``KM3DIRAC.version`` was importlib's function)."""
+    from DIRAC.Core.Utilities.Version import getCurrentVersion
+
+    import KM3DIRAC
+
+    result = getCurrentVersion()
+    assert result["OK"], result
+    assert result["Value"] == KM3DIRAC.__version__
+    assert isinstance(result["Value"], str)
+
+
 def test_extension_metadata_entry_point():
     (entry_point,) = [ep for ep in metadata.entry_points(group="dirac") if ep.value.startswith("KM3DIRAC")]
     info = entry_point.load()()

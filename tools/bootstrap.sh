@@ -11,7 +11,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-APT_PACKAGES=(postgresql-15 swig libssl-dev python3-venv python3-dev python3-gfal2 shellcheck)
+APT_PACKAGES=(postgresql-15 mariadb-server-core mariadb-client-core libmariadb-dev pkg-config swig libssl-dev python3-venv python3-dev python3-gfal2 shellcheck)
 RUCIO_SERVER_REQUIREMENT='rucio[postgresql]==41.5.1'
 GUNICORN_REQUIREMENT='gunicorn==27.0.1'
 DEBIAN_PYTHON=/usr/bin/python3
@@ -70,7 +70,7 @@ make_client_venv() {
   else
     log "updating .venv (the project's requirements changed)"
   fi
-  pip_in .venv -e '.[testing]'
+  pip_in .venv -e '.[testing,sandbox]'
   echo "$stamp" > .venv/.km3dirac-stamp
 }
 

@@ -43,6 +43,8 @@ class LocalDiracConfig:
     user_name: str = "km3user"
     user_dn: str = "/O=KM3DIRAC/CN=km3user"
     extra_cfg: str = ""
+    #: False leaves ``CatalogList`` empty while keeping the catalog's section (components that must start without it)
+    list_catalog: bool = True
 
     def render(self) -> str:
         return "\n".join([self._dirac(), self._registry(), self._resources(), self._operations(), self.extra_cfg])
@@ -117,7 +119,7 @@ class LocalDiracConfig:
     }}"""
 
     def _operations(self) -> str:
-        catalog_list = CATALOG_NAME if self.catalog is not None else ""
+        catalog_list = CATALOG_NAME if self.catalog is not None and self.list_catalog else ""
         return f"""Operations
 {{
   Defaults

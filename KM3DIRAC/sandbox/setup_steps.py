@@ -1,0 +1,105 @@
+"""Set-up steps of the local sandbox that need DIRAC or rucio-clients imported, each run in a process of its own
+(``python -m KM3DIRAC.sandbox.setup_steps <step> <sandbox dir>``) with the sandbox's environment."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+STORAGE_STATUS_TYPES = ("ReadAccess", "WriteAccess", "CheckAccess", "RemoveAccess")
+
+
+def make_rses(root: Path) -> None:
+    from rucio.client import Client
+
+    from KM3DIRAC.sandbox.local_sandbox import RSE_NAMES, SandboxPaths
+    from KM3DIRAC.sandbox.rucio_setup import add_directory_rse, connect_rses
+
+    client = Client()
+    for rse in RSE_NAMES:
+        add_directory_rse(client, rse, SandboxPaths(root).storage_dir(rse))
+    connect_rses(client, list(RSE_NAMES))
+
+
+def make_user_proxy(root: Path) -> None:
+    from DIRAC.Core.Base.Script import Script
+
+    Script.parseCommandLine(ignoreErrors=True)
+    from KM3DIRAC.sandbox.dirac_components import USER_GROUP
+    from KM3DIRAC.sandbox.local_sandbox import PROXY_LIFETIME_SECONDS, SandboxPaths
+
+    certificates = SandboxPaths(root).certificates
+    _ok(_user_chain(root).generateProxyToFile(str(certificates.user_proxy), PROXY_LIFETIME_SECONDS,
+                                              diracGroup=USER_GROUP),
+        "write the user proxy")
+
+
+def upload_user_proxy(root: Path) -> None:
+    """Store the user's proxy in the ProxyManager, as ``dirac-proxy-init`` does: agents then act as the user."""
+    from DIRAC.Core.Base.Script import Script
+
+    Script.parseCommandLine(ignoreErrors=True)
+    from DIRAC.FrameworkSystem.Client.ProxyManagerClient import gProxyManager
+
+    from KM3DIRAC.sandbox.local_sandbox import PROXY_LIFETIME_SECONDS, SandboxPaths
+
+    # the ProxyManager takes only proxies without a DIRAC group: it adds the group when it hands one out
+    plain_proxy = SandboxPaths(root).certificates.directory / "user-proxy-for-upload.pem"
+    _ok(_user_chain(root).generateProxyToFile(str(plain_proxy), PROXY_LIFETIME_SECONDS), "write a plain proxy")
+    try:
+        _ok(gProxyManager.uploadProxy(str(plain_proxy)), "upload the user proxy")
+    finally:
+        plain_proxy.unlink()
+
+
+def _user_chain(root: Path):
+    from DIRAC.Core.Security.X509Chain import X509Chain
+
+    from KM3DIRAC.sandbox.local_sandbox import SandboxPaths
+
+    certificates = SandboxPaths(root).certificates
+    chain = X509Chain()
+    _ok(chain.loadChainFromFile(str(certificates.user_cert)), "load the user certificate")
+    _ok(chain.loadKeyFromFile(str(certificates.user_key)), "load the user key")
+    return chain
+
+
+def set_resource_status(root: Path) -> None:
+    """Active status for the site and every StorageElement: DIRAC 9.1 schedules nothing without them."""
+    from DIRAC.Core.Base.Script import Script
+
+    sys.argv += ["-o", "/DIRAC/Security/UseServerCertificate=yes"]  # as the host, like the services
+    Script.parseCommandLine(ignoreErrors=True)
+    from DIRAC import gConfig
+    from DIRAC.ResourceStatusSystem.Client.ResourceStatusClient import ResourceStatusClient
+
+    from KM3DIRAC.sandbox.dirac_components import SITE
+
+    client = ResourceStatusClient()
+    common = {"status": "Active", "reason": "KM3DIRAC sandbox", "tokenOwner": "rs_svc"}
+    _ok(client.addOrModifyStatusElement("Site", "Status", name=SITE, statusType="all", elementType="Site", **common),
+        f"set the status of site {SITE}")
+    storage_elements = gConfig.getSections("/Resources/StorageElements").get("Value", [])
+    for storage_element in storage_elements:
+        for status_type in STORAGE_STATUS_TYPES:
+            _ok(client.addOrModifyStatusElement("Resource", "Status", name=storage_element, statusType=status_type,
+                                                elementType="StorageElement", **common),
+                f"set {status_type} of {storage_element}")
+
+
+def _ok(result: dict, what: str) -> None:
+    if not result["OK"]:
+        raise SystemExit(f"could not {what}: {result['Message']}")
+
+
+STEPS = {
+    "make-rses": make_rses,
+    "make-user-proxy": make_user_proxy,
+    "upload-user-proxy": upload_user_proxy,
+    "set-resource-status": set_resource_status,
+}
+
+if __name__ == "__main__":
+    step, directory = sys.argv[1], Path(sys.argv[2])
+    sys.argv = sys.argv[:1]
+    STEPS[step](directory)

@@ -1,0 +1,158 @@
+"""DIRAC client calls the sandbox tests make as the sandbox's user, each in a process of its own (DIRAC keeps its
+configuration in globals; the test process has its own in-process one). Usage:
+``python sandbox_clients.py <action> [args...]``; prints one JSON line, the result.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+
+
+def _value(result: dict, what: str):
+    if not result["OK"]:
+        raise SystemExit(f"{what} failed: {result['Message']}")
+    return result["Value"]
+
+
+def forward_diset_request(value: str) -> dict:
+    """Make a transformation, then ask the RMS to set its Description to ``value`` (ForwardDISET operation)."""
+    from DIRAC.Core.Utilities import DEncode
+    from DIRAC.RequestManagementSystem.Client.Operation import Operation
+    from DIRAC.RequestManagementSystem.Client.ReqClient import ReqClient
+    from DIRAC.RequestManagementSystem.Client.Request import Request
+    from DIRAC.TransformationSystem.Client.TransformationClient import TransformationClient
+
+    client = TransformationClient()
+    name = f"rms-forward-{uuid.uuid4().hex[:8]}"
+    transformation_id = _value(client.addTransformation(name, "RMS test", "RMS test", "MCSimulation", "Standard",
+                                                        "Manual", ""), "addTransformation")
+    direct = client.setTransformationParameter(transformation_id, "Description", "set directly")
+    _value(direct, "setTransformationParameter")
+    # the stub of a call just made, with another value: what a failed call leaves for the RMS to retry
+    (url, options), method, arguments = direct["rpcStub"]
+    operation = Operation()
+    operation.Type = "ForwardDISET"
+    operation.Arguments = DEncode.encode(((url, options), method, (arguments[0], arguments[1], value)))
+    request = Request()
+    request.RequestName = name
+    request.addOperation(operation)
+    request_id = _value(ReqClient().putRequest(request), "putRequest")
+    return {"transformation_id": transformation_id, "request_id": request_id}
+
+
+def _active_transformation(job, transformation_type: str, agent_type: str, purpose: str, plugin: str = "",
+                           group_size: int = 0) -> int:
+    """Add an Active transformation whose tasks run ``job``; return its ID."""
+    from DIRAC.TransformationSystem.Client.Transformation import Transformation
+
+    transformation = Transformation()
+    _value(transformation.setTransformationName(f"sandbox-{uuid.uuid4().hex[:8]}"), "setTransformationName")
+    transformation.setType(transformation_type)
+    transformation.setDescription("KM3DIRAC sandbox test")
+    transformation.setLongDescription(f"KM3DIRAC sandbox test: {purpose}")
+    transformation.setBody(job.workflow.toXML())
+    if plugin:
+        transformation.setPlugin(plugin)
+    if group_size:
+        transformation.setGroupSize(group_size)
+    _value(transformation.addTransformation(), "addTransformation")
+    transformation_id = _value(transformation.getTransformationID(), "getTransformationID")
+    _value(transformation.setStatus("Active"), "setStatus")
+    _value(transformation.setAgentType(agent_type), "setAgentType")
+    return transformation_id
+
+
+def workflow_transformation(message: str, tasks: str) -> dict:
+    """An active, automatic MCSimulation transformation whose job echoes ``message``, extended by ``tasks`` tasks."""
+    from DIRAC.Interfaces.API.Job import Job
+    from DIRAC.TransformationSystem.Client.TransformationClient import TransformationClient
+
+    job = Job()
+    job.setName("km3dirac-sandbox-task")
+    job.setExecutable("/bin/echo", arguments=message)
+    job.setCPUTime(1000)
+    transformation_id = _active_transformation(job, "MCSimulation", "Automatic",
+                                               "WorkflowTaskAgent submits the tasks as jobs")
+    task_ids = _value(TransformationClient().extendTransformation(transformation_id, int(tasks)), "extend")
+    return {"transformation_id": transformation_id, "task_ids": task_ids}
+
+
+def files_transformation(directory: str, files: str) -> dict:
+    """Upload ``files`` small files to Rucio (RSE KM3-DISK-1, fresh scope, DID name = LFN), then make an active
+    Merge transformation (plugin Standard, one file per task) fed with their LFNs. Its agent type is Manual: the
+    TransformationAgent makes its tasks, no job is submitted for them."""
+    from pathlib import Path
+
+    from DIRAC.Interfaces.API.Job import Job
+    from DIRAC.TransformationSystem.Client.TransformationClient import TransformationClient
+    from rucio.client import Client
+    from rucio.client.uploadclient import UploadClient
+
+    client = Client()
+    scope = f"t{uuid.uuid4().hex[:12]}"
+    client.add_scope("root", scope)
+    lfns = []
+    for index in range(int(files)):
+        path = Path(directory) / f"file-{index}.dat"
+        path.write_bytes(bytes([index]) * 1000)
+        lfn = f"/km3net/{scope}/run1/{path.name}"
+        UploadClient(client).upload([{"path": str(path), "rse": "KM3-DISK-1", "did_scope": scope, "did_name": lfn}])
+        lfns.append(lfn)
+    job = Job()
+    job.setExecutable("/bin/true")
+    transformation_id = _active_transformation(job, "Merge", "Manual", "TransformationAgent makes tasks from files",
+                                               plugin="Standard", group_size=1)
+    transformations = TransformationClient()
+    added = _value(transformations.addFilesToTransformation(transformation_id, lfns), "addFilesToTransformation")
+    return {"transformation_id": transformation_id, "lfns": lfns, "added": added}
+
+
+def transformation_files(transformation_id: str) -> dict:
+    from DIRAC.TransformationSystem.Client.TransformationClient import TransformationClient
+
+    files = _value(TransformationClient().getTransformationFiles({"TransformationID": int(transformation_id)}),
+                   "getTransformationFiles")
+    return {"files": [{"lfn": file["LFN"], "status": file["Status"], "task_id": file["TaskID"]} for file in files]}
+
+
+def transformation_tasks(transformation_id: str) -> dict:
+    from DIRAC.TransformationSystem.Client.TransformationClient import TransformationClient
+
+    tasks = _value(TransformationClient().getTransformationTasks({"TransformationID": int(transformation_id)}),
+                   "getTransformationTasks")
+    return {"tasks": [{"task_id": task["TaskID"], "status": task["ExternalStatus"], "job_id": task["ExternalID"]}
+                      for task in tasks]}
+
+
+def request_status(request_id: str) -> dict:
+    from DIRAC.RequestManagementSystem.Client.ReqClient import ReqClient
+
+    return {"status": _value(ReqClient().getRequestStatus(int(request_id)), "getRequestStatus")}
+
+
+def transformation_parameter(transformation_id: str, name: str) -> dict:
+    from DIRAC.TransformationSystem.Client.TransformationClient import TransformationClient
+
+    client = TransformationClient()
+    return {"value": _value(client.getTransformationParameters(int(transformation_id), name), "get parameter")}
+
+
+ACTIONS = {
+    "workflow-transformation": workflow_transformation,
+    "transformation-tasks": transformation_tasks,
+    "files-transformation": files_transformation,
+    "transformation-files": transformation_files,
+    "forward-diset-request": forward_diset_request,
+    "request-status": request_status,
+    "transformation-parameter": transformation_parameter,
+}
+
+if __name__ == "__main__":
+    action, arguments = sys.argv[1], sys.argv[2:]
+    sys.argv = sys.argv[:1]
+    from DIRAC.Core.Base.Script import Script
+
+    Script.parseCommandLine(ignoreErrors=True)
+    print(json.dumps(ACTIONS[action](*arguments)))

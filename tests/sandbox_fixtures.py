@@ -1,0 +1,65 @@
+"""The local sandbox as a session fixture: ``dirac-km3-sandbox up`` once, in a fresh directory with free ports, and
+always ``down`` at the end. Test modules import the fixtures they use from here."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from KM3DIRAC.sandbox.local_sandbox import SandboxPaths, user_environment
+
+BIN = Path(sys.executable).parent
+UP_TIMEOUT = 600
+CLIENTS_SCRIPT = Path(__file__).with_name("sandbox_clients.py")
+
+
+@dataclass(frozen=True)
+class RunningSandbox:
+    directory: Path
+
+    @property
+    def paths(self) -> SandboxPaths:
+        return SandboxPaths(self.directory)
+
+    def user_env(self) -> dict[str, str]:
+        return user_environment(self.paths)
+
+    def run(self, *command: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """Run an installed command (``dirac-wms-job-submit`` ...) as the sandbox's user would."""
+        return subprocess.run([str(BIN / command[0]), *command[1:]], env=self.user_env(), cwd=cwd,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def dirac_client(self, action: str, *arguments: str, timeout: float = 120) -> dict:
+        """Run an action of ``sandbox_clients.py`` (DIRAC's Python clients) as the user; its JSON result."""
+        command = [sys.executable, str(CLIENTS_SCRIPT), action, *arguments]
+        result = subprocess.run(command, env=self.user_env(), capture_output=True, text=True, timeout=timeout,
+                                check=False)
+        assert result.returncode == 0, f"{action} failed:\n{result.stdout}\n{result.stderr}"
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def sandbox_command(self, action: str, timeout: float = UP_TIMEOUT) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "dirac-km3-sandbox"), action, "--dir", str(self.directory)],
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def local_sandbox() -> Iterator[RunningSandbox]:
+    sandbox = RunningSandbox(Path(tempfile.mkdtemp(prefix="km3dirac-sandbox-")))
+    try:
+        started = sandbox.sandbox_command("up")
+        assert started.returncode == 0, f"dirac-km3-sandbox up failed:\n{started.stdout}\n{started.stderr}"
+        yield sandbox
+    finally:
+        stopped = sandbox.sandbox_command("down")
+        if not os.environ.get("KM3DIRAC_KEEP_TEST_DIR"):
+            shutil.rmtree(sandbox.directory, ignore_errors=True)
+        assert stopped.returncode == 0, f"dirac-km3-sandbox down failed:\n{stopped.stdout}\n{stopped.stderr}"
