@@ -139,7 +139,49 @@ def transformation_parameter(transformation_id: str, name: str) -> dict:
     return {"value": _value(client.getTransformationParameters(int(transformation_id), name), "get parameter")}
 
 
+def upload_km3net_file(scope: str, lfn: str, path: str, rse: str, metadata_json: str = "{}") -> dict:
+    """rucio upload of ``path`` as ``scope:lfn`` into the dataset of its directory, with metadata, as a user would."""
+    from rucio.client import Client
+    from rucio.client.uploadclient import UploadClient
+    from rucio.common.exception import Duplicate
+
+    client = Client()
+    try:
+        client.add_scope(client.account, scope)
+    except Duplicate:
+        pass
+    UploadClient(client).upload([{"path": path, "rse": rse, "did_scope": scope, "did_name": lfn,
+                                  "dataset_scope": scope, "dataset_name": lfn.rsplit("/", 1)[0]}])
+    metadata = json.loads(metadata_json)
+    if metadata:
+        client.set_metadata_bulk(scope, lfn, metadata)
+    return {"did": f"{scope}:{lfn}"}
+
+
+def rucio_files(scope: str, pattern: str, filters_json: str = "{}") -> dict:
+    """Files of ``scope`` whose name matches ``pattern`` (and filters), with all their metadata."""
+    from rucio.client import Client
+
+    client = Client()
+    names = sorted(client.list_dids(scope, [{"name": pattern, **json.loads(filters_json)}], did_type="file"))
+    return {"files": {name: {k: str(v) for k, v in client.get_metadata(scope, name, plugin="ALL").items()}
+                      for name in names}}
+
+
+def job_attributes(job_id: str) -> dict:
+    from DIRAC.WorkloadManagementSystem.Client.JobMonitoringClient import JobMonitoringClient
+
+    attributes = _value(JobMonitoringClient().getJobsStatus([int(job_id)]), "getJobsStatus")
+    application = _value(JobMonitoringClient().getJobsApplicationStatus([int(job_id)]), "getJobsApplicationStatus")
+    minor = _value(JobMonitoringClient().getJobsMinorStatus([int(job_id)]), "getJobsMinorStatus")
+    return {"status": attributes[int(job_id)]["Status"], "minor_status": minor[int(job_id)]["MinorStatus"],
+            "application_status": application[int(job_id)]["ApplicationStatus"]}
+
+
 ACTIONS = {
+    "upload-km3net-file": upload_km3net_file,
+    "rucio-files": rucio_files,
+    "job-attributes": job_attributes,
     "workflow-transformation": workflow_transformation,
     "transformation-tasks": transformation_tasks,
     "files-transformation": files_transformation,

@@ -2,7 +2,8 @@
 their inputs from Rucio before the payload and store and register their outputs after it.
 
 Driven by JDL parameters (see jdl_templates/README.md): KM3InputData, KM3OutputData, KM3OutputPath, KM3OutputSE,
-KM3FailoverSEs, KM3OutputMetadata, KM3Replicate, KM3DownloadWorkers. A job without them behaves as with DIRAC's.
+KM3FailoverSEs, KM3OutputMetadata, KM3Replicate, KM3DownloadWorkers. A job without them behaves as with DIRAC's,
+and so does a job whose executable is ``dirac-km3-job-run``: that command moves the data itself.
 """
 
 from __future__ import annotations
@@ -21,19 +22,30 @@ from KM3DIRAC.WorkloadManagementSystem.JobData import finish_outputs, runner_for
 log = gLogger.getSubLogger("KM3JobExecutionCoordinator")
 
 
+SELF_MANAGING_EXECUTABLE = "dirac-km3-job-run"
+
+
 class JobExecutionCoordinator(DIRACJobExecutionCoordinator):
     def __init__(self, jobArgs: dict, ceArgs: dict) -> None:
         super().__init__(jobArgs, ceArgs)
         self.job_id = int(jobArgs.get("JobID") or 0)
+        self.enabled = Path(str(jobArgs.get("Executable", ""))).name != SELF_MANAGING_EXECUTABLE
         self._runner = None
+
+    def job_directory(self) -> Path:
+        """Where DIRAC's JobWrapper runs the payload: <wrapper directory>/<JobID> (not the current directory)."""
+        candidate = Path.cwd() / str(self.job_id)
+        return candidate if self.job_id and candidate.is_dir() else Path.cwd()
 
     def _get_runner(self):
         if self._runner is None:
-            plan = plan_from_parameters(self.jobArgs, Path.cwd(), self.job_id, close_rses=site_rses())
+            plan = plan_from_parameters(self.jobArgs, self.job_directory(), self.job_id, close_rses=site_rses())
             self._runner = runner_for(plan, self.job_id)
         return self._runner
 
     def preProcess(self, command: str, exeEnv: dict):
+        if not self.enabled:
+            return S_OK({"command": command, "env": exeEnv})
         try:
             files = self._get_runner().fetch_inputs()
         except KM3DiracError as error:
@@ -44,8 +56,10 @@ class JobExecutionCoordinator(DIRACJobExecutionCoordinator):
         return S_OK({"command": command, "env": exeEnv})
 
     def postProcess(self):
+        if not self.enabled:
+            return S_OK()
         try:
-            finish_outputs(self._get_runner(), Path.cwd(), self.job_id)
+            finish_outputs(self._get_runner(), self.job_directory(), self.job_id)
         except KM3DiracError as error:
             log.error("output data", str(error))
             return S_ERROR(f"KM3DIRAC output data: {error}")

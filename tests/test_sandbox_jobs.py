@@ -1,0 +1,67 @@
+"""Jobs on the local sandbox (real DIRAC services, real JobWrapper) moving their data through Rucio: a user job
+submitted with dirac-wms-job-submit from KM3DIRAC's JDL template reads a real KM3NeT file fetched from Rucio and
+registers its product, with ApplicationStatus and provenance."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from sandbox_fixtures import RunningSandbox, local_sandbox  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parent.parent
+PAYLOAD = ROOT / "tests" / "payloads" / "count_events.py"
+JOB_TIMEOUT = 240
+
+
+def _wait_for_done(sandbox: RunningSandbox, job_id: str) -> dict:
+    deadline = time.monotonic() + JOB_TIMEOUT
+    attributes = {}
+    while time.monotonic() < deadline:
+        attributes = sandbox.dirac_client("job-attributes", job_id)
+        if attributes["status"] in ("Done", "Failed", "Killed"):
+            return attributes
+        time.sleep(2)
+    pytest.fail(f"job {job_id} not finished after {JOB_TIMEOUT} s: {attributes}")
+
+
+@pytest.mark.sandbox
+def test_user_job_from_the_template_reads_rucio_data_and_registers_its_product(
+        local_sandbox: RunningSandbox, tmp_path: Path):  # noqa: F811
+    from km3net_testdata import data_path
+
+    scope = f"u{uuid.uuid4().hex[:10]}"
+    run = f"/km3net/{scope}/offline/KM3NeT_00000049/run11291"
+    source = tmp_path / "KM3NeT_00000049_00011291.offline.root"
+    shutil.copy(data_path("offline/km3net_offline.root"), source)
+    local_sandbox.dirac_client("upload-km3net-file", scope, f"{run}/{source.name}", str(source), "KM3-DISK-1",
+                               json.dumps({"run_number": 11291, "DetectorID": 49}))
+    shutil.copy(PAYLOAD, tmp_path / "count_events.py")
+    products = f"/km3net/{scope}/products/run11291"
+    rendered = local_sandbox.run(
+        "dirac-km3-jdl-render", "user-analysis.jdl", "-p", "Name=count", "-p", "Command=python count_events.py",
+        "-p", "InputSandbox=count_events.py", "-p", f"InputData={run}", "-p", "OutputPatterns=summary_*.json",
+        "-p", f"OutputPath={products}", "-p", "OutputSE=KM3-DISK-2", "-p", "CPUTime=600", "--output=job.jdl",
+        cwd=tmp_path)
+    assert rendered.returncode == 0, rendered.stdout + rendered.stderr
+
+    submitted = local_sandbox.run("dirac-wms-job-submit", "job.jdl", cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_id = re.search(r"JobID = (\d+)", submitted.stdout).group(1)
+    attributes = _wait_for_done(local_sandbox, job_id)
+    fetched = local_sandbox.run("dirac-wms-job-get-output", "-D", str(tmp_path / "out"), job_id)
+    log = "\n".join(p.read_text() for p in (tmp_path / "out" / job_id).glob("std.*")) if fetched.returncode == 0 \
+        else fetched.stdout
+    assert (attributes["status"], attributes["application_status"]) == ("Done", "Registered"), (attributes, log)
+
+    found = local_sandbox.dirac_client("rucio-files", scope, f"{products}/*", json.dumps({"JobID": int(job_id)}))
+    (name, meta), = found["files"].items()
+    assert name == f"{products}/summary_KM3NeT_00000049_00011291.offline.json"
+    assert (meta["run_number"], meta["DetectorID"], meta["Step"], meta["Analysis"]) == ("11291", "49", "analysis",
+                                                                                        "count")
+    assert meta["Parents"] == run
