@@ -103,7 +103,8 @@ def test_step_job_carries_the_train_data_parameters(dirac_cs):
 
     train = load_train(EXAMPLE, TEMPLATES)
     job = step_job(train, train.steps[1], TEMPLATES)
-    assert "dirac-km3-job-run" in job.workflow.toXML()  # the workflow's script step runs it
+    # the payload itself runs (the JobExecutionCoordinator moves the data in productions)
+    assert "km3-cvmfs-run" in job.workflow.toXML() and "dirac-km3-job-run" not in job.workflow.toXML()
     jdl = job._toJDL()
     assert "/km3net/data/merged/133/2026a" in jdl
     assert "TrainStep=merge" in jdl and "TrainName=km3-reco-2026a" in jdl

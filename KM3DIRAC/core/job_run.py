@@ -142,6 +142,16 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+def output_directory(template: str, metadata: dict[str, Any]) -> str:
+    """The output directory with ``{key}`` replaced by the outputs' metadata (e.g. ``.../run{run_number}``, the
+    run being inherited from the inputs); a key without a value is an error naming it."""
+    try:
+        return template.format_map(metadata)
+    except (KeyError, IndexError, ValueError) as error:
+        raise ConfigurationError(f"KM3OutputPath {template}: no value for {error} in the outputs' metadata "
+                                 f"{sorted(metadata)}") from error
+
+
 class JobDataRunner:
     def __init__(self, client: Any, catalog: Any, plan: JobDataPlan, status: Status | None = None) -> None:
         self.client = client
@@ -179,6 +189,7 @@ class JobDataRunner:
         if not self.plan.output or not self.plan.output_patterns:
             return StoreOutcome()
         spec = self.plan.output
+        spec.directory = output_directory(spec.directory, spec.metadata)
         paths = collect_outputs(self.plan.output_patterns, workdir)
         stored = store_outputs(self.client, paths, spec, self.catalog.mapper,
                                progress=lambda done, total: self.status(f"Uploading outputs {done}/{total}"),

@@ -18,6 +18,7 @@ from KM3DIRAC.sandbox.certificates import HOST_SUBJECT
 from KM3DIRAC.sandbox.dirac_config import LocalDiracConfig
 from KM3DIRAC.sandbox.mariadb import DIRAC_DB_PASSWORD, DIRAC_DB_USER
 from KM3DIRAC.sandbox.processes import LOOPBACK
+from KM3DIRAC.TransformationSystem import allowed_plugins_option
 
 SITE = "DIRAC.Sandbox.local"
 COMPUTING_ELEMENT = "sandbox-pool"
@@ -81,12 +82,17 @@ EXECUTORS = ("JobPath", "JobSanity", "InputData", "JobScheduling")
 # MaxCycles 0: the sandbox's agents run until `down` (DIRAC's default stops an agent after 500 cycles)
 FAST_AGENT_OPTIONS = (("PollingTime", "2"), ("MaxCycles", "0"))
 AGENTS = (
-    DiracAgent("Transformation", "TransformationAgent", FAST_AGENT_OPTIONS),
+    # KM3DIRAC's run-aware plugins (KM3DIRAC.TransformationSystem.PLUGIN_LOCATION)
+    DiracAgent("Transformation", "TransformationAgent",
+               (*FAST_AGENT_OPTIONS, ("PluginLocation", "KM3DIRAC.TransformationSystem.Agent.TransformationPlugin"))),
     DiracAgent("Transformation", "WorkflowTaskAgent", (*FAST_AGENT_OPTIONS, ("ShifterCredentials", ""))),
     DiracAgent("Transformation", "InputDataAgent", FAST_AGENT_OPTIONS),
     # DIRAC's template runs 50 worker processes (~4 GB resident): two are plenty on one machine
     DiracAgent("RequestManagement", "RequestExecutingAgent",
-               (*FAST_AGENT_OPTIONS, ("MinProcess", "1"), ("MaxProcess", "2"), ("ProcessPoolQueueSize", "10"))),
+               (*FAST_AGENT_OPTIONS, ("MinProcess", "1"), ("MaxProcess", "2"), ("ProcessPoolQueueSize", "10"),
+                # KM3DIRAC's handler for job outputs whose registration waited for Rucio
+                ("OperationHandlers/KM3RegisterOutputs/Location",
+                 "KM3DIRAC/RequestManagementSystem/Agent/RequestOperations/KM3RegisterOutputs"))),
 )
 
 
@@ -353,7 +359,16 @@ Operations
     }}
     Transformations
     {{
-      AllowedPlugins = Standard, BySize, Broadcast, ByShare
+      AllowedPlugins = {allowed_plugins_option()}
+      # the types the TransformationAgent, InputDataAgent and WorkflowTaskAgent process (KM3DIRAC trains make
+      # DataReconstruction transformations)
+      DataProcessing = MCSimulation, Merge, DataReconstruction
+    }}
+    # jobs' InputData is downloaded into the job directory through KM3DIRAC's catalog and the StorageElements
+    InputDataPolicy
+    {{
+      Default = DIRAC.WorkloadManagementSystem.Client.DownloadInputData
+      Download = DIRAC.WorkloadManagementSystem.Client.DownloadInputData
     }}
   }}
 }}

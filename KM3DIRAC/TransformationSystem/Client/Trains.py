@@ -22,6 +22,7 @@ from DIRAC.TransformationSystem.Client.TransformationClient import Transformatio
 from KM3DIRAC.core.catalog import PATH_KEY
 from KM3DIRAC.core.errors import KM3DiracError
 from KM3DIRAC.core.jdl import render
+from KM3DIRAC.core.job_run import output_directory
 from KM3DIRAC.core.run_chunking import PLUGIN_LIMITS, parameters_from, plan_chunks
 from KM3DIRAC.core.run_metadata import fetch_run_metadata
 from KM3DIRAC.core.runs import build_file_records, complete_runs
@@ -58,10 +59,14 @@ def step_job(train: Train, step: Step, templates: Path) -> Job:
     for name in _placeholders_without_value(template.read_text(), parameters):
         parameters[name] = "0"  # per-task values a train does not know (e.g. Run): the template's own lines only
     class_ad = ClassAd(render(template.read_text(), parameters, template.name))
+    executable, arguments = class_ad.getAttributeString("Executable"), class_ad.getAttributeString("Arguments")
+    if Path(executable).name == "dirac-km3-job-run":
+        # in a production the JobExecutionCoordinator moves the data: run the payload itself
+        executable, _, arguments = arguments.partition("--")[2].strip().partition(" ")
     job = Job()
     job.setName(train.transformation_name(step))
     job.setJobGroup(train.name)
-    job.setExecutable(class_ad.getAttributeString("Executable"), arguments=class_ad.getAttributeString("Arguments"))
+    job.setExecutable(executable, arguments=arguments)
     job.setCPUTime(class_ad.getAttributeInt("CPUTime") or 86400)
     sandbox = class_ad.getListFromExpression("OutputSandbox")
     if sandbox:
@@ -144,6 +149,34 @@ class TrainManager:
         _value(transformation.setAgentType("Automatic"), f"{name}: setAgentType")
         return transformation_id
 
+    def advance(self, catalog: Any) -> list[str]:
+        """Close the per-run output datasets of every step whose runs are fully processed, so that the next step's
+        run-aware plugin sees those runs complete (its last, smaller task is made). Returns the datasets closed.
+
+        A step's output path with ``{run_number}`` (e.g. ``.../run{run_number}``) keeps each run in its own dataset;
+        a run is done in a step when every one of its files in the step's transformation is Processed."""
+        closed = []
+        for step in self.train.steps[:-1]:
+            if "{run_number}" not in step.output.path:
+                continue
+            transformation_id = self.existing_id(step)
+            if transformation_id is None:
+                continue
+            files = _value(self.client.getTransformationFiles({"TransformationID": transformation_id}),
+                           f"{step.name}: getTransformationFiles")
+            runs = _runs_of(catalog, [f["LFN"] for f in files])
+            pending = {runs.get(f["LFN"]) for f in files if f["Status"] != "Processed"}
+            for run in sorted({r for r in runs.values() if r is not None} - pending):
+                metadata = {**self.train.output_metadata(step), "run_number": run}
+                if self.train.detector is not None:
+                    metadata.setdefault("DetectorID", self.train.detector)
+                dataset = output_directory(step.output.path, metadata)
+                state = catalog.did_metadata([catalog.mapper.to_did(dataset)])
+                if state and next(iter(state.values())).get("is_open"):
+                    catalog.set_dataset_open({dataset: True}, is_open=False)
+                    closed.append(dataset)
+        return closed
+
     def status(self) -> list[StepState]:
         states = []
         for step in self.train.steps:
@@ -157,6 +190,11 @@ class TrainManager:
                                      f"{step.name}: task stats")
             states.append(state)
         return states
+
+
+def _runs_of(catalog: Any, lfns: list[str]) -> dict[str, int | None]:
+    metadata = catalog.did_metadata(catalog.mapper.to_did(lfn) for lfn in lfns)
+    return {catalog.mapper.to_lfn(did): meta.get("run_number") for did, meta in metadata.items()}
 
 
 @dataclass
