@@ -7,6 +7,11 @@ BENCH_ARGS ?=
 install:
 	bash tools/bootstrap.sh
 
+# The main job: real KM3NeT files through a two-step train on the local sandbox (DEMO_ARGS="--runs 2" ...)
+DEMO_ARGS ?=
+demo: install
+	.venv/bin/python -m KM3DIRAC.demo.run_demo $(DEMO_ARGS)
+
 test: install
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 

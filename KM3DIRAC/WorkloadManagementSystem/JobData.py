@@ -85,7 +85,7 @@ def finish_outputs(runner: JobDataRunner, workdir: Path, job_id: int) -> StoreOu
         runner.status.output_dids(outcome.registered)
     request_file = write_pending_request(outcome, workdir, job_id)
     if request_file:
-        log.warn("output registration deferred to DIRAC's RMS", str(request_file))
+        log.warn("output registration deferred to DIRAC's RMS", f"{request_file}: {outcome.reason}")
     return outcome
 
 

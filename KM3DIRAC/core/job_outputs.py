@@ -168,17 +168,23 @@ def register_outputs(catalog: Any, entries: dict[str, dict], replicate_to: str |
     try:
         result = catalog.add_files(entries)
     except Exception as error:  # whole call failed: Rucio down, authentication...
-        raise RegistrationPending(f"registration of {len(entries)} outputs deferred: {error}", entries) from error
+        raise RegistrationPending(f"registration of {len(entries)} outputs deferred: {type(error).__name__}: "
+                                  f"{error}", entries) from error
     if result.failed:
         transient = {lfn: entries[lfn] for lfn, reason in result.failed.items() if _looks_transient(reason)}
         permanent = {lfn: reason for lfn, reason in result.failed.items() if lfn not in transient}
         if permanent:
             raise OutputDataError(f"outputs refused by the catalog: {permanent}")
-        raise RegistrationPending(f"registration of {len(transient)} outputs deferred", transient)
+        raise RegistrationPending(f"registration of {len(transient)} outputs deferred: {transient_reasons(result)}",
+                                  transient)
     if replicate_to:
         dids = [catalog.mapper.to_did(lfn).as_dict() for lfn in entries]
         catalog.client.add_replication_rule(dids, 1, replicate_to, grouping="NONE")
     return sorted(result.successful)
+
+
+def transient_reasons(result: Any) -> str:
+    return "; ".join(sorted({reason for reason in result.failed.values() if _looks_transient(reason)}))
 
 
 def _looks_transient(reason: str) -> bool:

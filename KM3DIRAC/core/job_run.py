@@ -35,7 +35,8 @@ INHERITED_KEYS = ("run_number", "DetectorID")
 
 @dataclass
 class JobDataPlan:
-    inputs: list[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)  # DIDs this job downloads itself
+    parents: list[str] = field(default_factory=list)  # input LFNs (also those DIRAC downloads): provenance
     input_dir: Path = Path(".")
     close_rses: list[str] = field(default_factory=list)
     download_workers: int = 4
@@ -47,6 +48,7 @@ class JobDataPlan:
 class StoreOutcome:
     registered: list[str] = field(default_factory=list)
     pending: dict[str, dict] = field(default_factory=dict)  # stored, registration deferred to DIRAC's RMS
+    reason: str = ""  # why registration was deferred
 
 
 def _as_list(value: Any) -> list[str]:
@@ -106,7 +108,7 @@ def plan_from_parameters(parameters: dict[str, Any], workdir: Path, job_id: int 
             ("JobID", job_id),
             ("TransformationID", _int_or_none(parameters.get("PRODUCTION_ID"))),
             ("TaskID", _int_or_none(parameters.get("JOB_ID"))),
-            ("Parents", ",".join(_as_list(parameters.get("KM3InputData")))),
+            ("Parents", ",".join(_parents(parameters))),
         ) if value not in (None, "")}
         output = OutputSpec(directory=str(path), rse=str(rse), failover_rses=_as_list(parameters.get("KM3FailoverSEs")),
                             metadata=_as_dict("KM3OutputMetadata", parameters.get("KM3OutputMetadata")),
@@ -115,7 +117,7 @@ def plan_from_parameters(parameters: dict[str, Any], workdir: Path, job_id: int 
         workers = int(parameters.get("KM3DownloadWorkers") or 4)
     except ValueError as error:
         raise ConfigurationError(f"KM3DownloadWorkers must be an integer: {error}") from error
-    return JobDataPlan(inputs=_as_list(parameters.get("KM3InputData")), input_dir=workdir,
+    return JobDataPlan(inputs=_as_list(parameters.get("KM3InputData")), parents=_parents(parameters), input_dir=workdir,
                        close_rses=close_rses or [], download_workers=workers, output_patterns=patterns, output=output)
 
 
@@ -133,6 +135,12 @@ def read_job_info(path: Path) -> dict[str, str]:
         if key and "/" not in key:
             parameters[key] = value.strip()
     return parameters
+
+
+def _parents(parameters: dict[str, Any]) -> list[str]:
+    """The job's inputs: KM3InputData, else DIRAC's InputData (a production task's files, "LFN:" prefixed)."""
+    items = _as_list(parameters.get("KM3InputData")) or _as_list(parameters.get("InputData"))
+    return [item[4:] if item.upper().startswith("LFN:") else item for item in items]
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -165,6 +173,8 @@ class JobDataRunner:
         if self.plan.output:
             self.rse_settings = prefetch_rse_settings(self.client, self.plan.output)
         if not self.plan.inputs:
+            if self.plan.output and self.plan.parents:  # DIRAC downloads them: still learn their run
+                self._inherit_metadata(self.plan.parents)
             return []
         files = resolve_inputs(self.client, self.plan.inputs, self.catalog.mapper)
         attach_replicas(self.client, files, self.plan.close_rses)
@@ -199,6 +209,6 @@ class JobDataRunner:
             registered = register_outputs(self.catalog, entries, spec.replicate_to)
         except RegistrationPending as pending:
             self.status("Registration pending")
-            return StoreOutcome(pending=pending.pending)
+            return StoreOutcome(pending=pending.pending, reason=str(pending))
         self.status("Registered")
         return StoreOutcome(registered=registered)

@@ -106,7 +106,7 @@ class Train:
                 query["run_number"] = run_condition(self.runs)
             return query, step.input_path
         previous = self.step(step.input_step)
-        return {"TrainName": self.name, "TrainStep": previous.name}, previous.output.path
+        return {"TrainName": self.name, "TrainStep": previous.name}, static_directory(previous.output.path)
 
 
 def parse_run_list(text: str, detector: int | None = None, source: str = "run list") -> list[int]:
@@ -149,6 +149,13 @@ def _parse_runs(source: str, data: dict[str, Any], detector: int | None) -> tupl
         raise _fail(source, "runs", f"{len(unique)} runs that are not one range: a query takes at most "
                                     f"{MAX_OR_GROUPS}; split the train")
     return unique
+
+
+def static_directory(path: str) -> str:
+    """The fixed part of an output path that has per-output parts (``/a/b/run{run_number}`` -> ``/a/b``)."""
+    if "{" not in path:
+        return path
+    return path.split("{", 1)[0].rsplit("/", 1)[0] or "/"
 
 
 def _fail(source: str, where: str, message: str) -> TrainDefinitionError:

@@ -1,0 +1,219 @@
+"""The main job, end to end, on the local sandbox (``make demo``):
+
+1. bring up the local sandbox (real DIRAC services and agents, Rucio, MariaDB) unless it runs already;
+2. ingest real KM3NeT sample files (km3net-testdata) as raw runs of detector 49: one Rucio dataset per run with
+   run metadata, closed once complete;
+3. create the two-step train of trains/demo.yaml: ``process`` (chunks of each run; km3io reads every event) and
+   ``merge`` (one task per run), fed by ``process``'s registered outputs through its input meta query;
+4. follow it to the end, closing each run's ``process`` output dataset once the run is processed there
+   (``dirac-km3-train advance``), and print a summary with the commands to look at the results.
+
+Running it again does not duplicate anything: ingestion skips what Rucio has, the train's transformations exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import KM3DIRAC
+
+SOURCE_ROOT = Path(KM3DIRAC.__file__).resolve().parent.parent
+TRAIN_FILE = SOURCE_ROOT / "trains" / "demo.yaml"
+TEMPLATES = SOURCE_ROOT / "jdl_templates"
+SCOPE = "km3demo"
+DETECTOR = 49
+FIRST_RUN = 11291
+SAMPLE = "offline/km3net_offline.root"
+
+
+@dataclass
+class Timings:
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def stage(self, name: str, start: float) -> None:
+        self.stages[name] = time.monotonic() - start
+        print(f"[demo] {name}: {self.stages[name]:.1f} s", flush=True)
+
+
+def say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- outside DIRAC
+def ensure_sandbox(directory: Path) -> None:
+    from KM3DIRAC.sandbox.local_sandbox import Sandbox
+
+    sandbox = Sandbox(directory)
+    healthy, _report = sandbox.status() if (directory / "state.json").exists() else (False, "")
+    if healthy:
+        say(f"sandbox already up in {directory}")
+        return
+    if directory.exists():
+        say(f"starting a fresh sandbox in {directory}")
+        try:
+            sandbox.down()
+        except Exception as error:  # a half-dead sandbox: its processes are gone with its directory
+            say(f"(stopping the old sandbox: {error})")
+        shutil.rmtree(directory, ignore_errors=True)
+    print(sandbox.up(), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", type=Path, default=SOURCE_ROOT / ".work" / "demo-sandbox")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--files-per-run", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the train (default 900)")
+    parser.add_argument("--down", action="store_true", help="stop the sandbox at the end")
+    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.inside:
+        return inside(args)
+    start = time.monotonic()
+    ensure_sandbox(args.dir.resolve())
+    sandbox_seconds = time.monotonic() - start
+    say(f"sandbox ready: {sandbox_seconds:.1f} s")
+    from KM3DIRAC.sandbox.local_sandbox import SandboxPaths, user_environment
+
+    env = user_environment(SandboxPaths(args.dir.resolve()))
+    command = [sys.executable, "-m", "KM3DIRAC.demo.run_demo", "--inside", "--dir", str(args.dir),
+               "--runs", str(args.runs), "--files-per-run", str(args.files_per_run), "--timeout", str(args.timeout)]
+    code = subprocess.run(command, env={**env, "KM3DIRAC_DEMO_SANDBOX_SECONDS": f"{sandbox_seconds:.1f}"},
+                          check=False).returncode
+    if args.down:
+        from KM3DIRAC.sandbox.local_sandbox import Sandbox
+
+        print(Sandbox(args.dir.resolve()).down())
+    return code
+
+
+# ---------------------------------------------------------------------------------------------- inside DIRAC
+def inside(args: argparse.Namespace) -> int:
+    sys.argv = sys.argv[:1]
+    from DIRAC.Core.Base.Script import Script
+
+    Script.parseCommandLine(ignoreErrors=True)
+    from KM3DIRAC.core.trains import load_train
+    from KM3DIRAC.TransformationSystem.Client.Trains import TrainManager
+    from KM3DIRAC.WorkloadManagementSystem.JobData import catalog_from_cs
+
+    timings = Timings()
+    if os.environ.get("KM3DIRAC_DEMO_SANDBOX_SECONDS"):
+        timings.stages["sandbox up"] = float(os.environ["KM3DIRAC_DEMO_SANDBOX_SECONDS"])
+    catalog = catalog_from_cs()
+    start = time.monotonic()
+    runs = ingest(catalog, args.runs, args.files_per_run, args.dir.resolve() / "demo-input")
+    timings.stage("ingestion", start)
+
+    start = time.monotonic()
+    train = load_train(TRAIN_FILE, TEMPLATES)
+    manager = TrainManager(train, TEMPLATES)
+    for state in manager.create():
+        say(f"step {state.step}: transformation {state.transformation_id} "
+            f"({'created' if state.created else 'exists already'})")
+    timings.stage("train created", start)
+
+    start = time.monotonic()
+    finished = follow(manager, catalog, runs, args.timeout)
+    timings.stage("train run", start)
+    summary(manager, catalog, runs, timings, finished)
+    return 0 if finished else 1
+
+
+def ingest(catalog, runs: int, files_per_run: int, work: Path) -> list[int]:
+    """Raw runs of detector 49 from the real sample file; one dataset per run, closed when complete."""
+    from km3net_testdata import data_path
+    from rucio.client.uploadclient import UploadClient
+    from rucio.common.exception import Duplicate
+
+    client = catalog.client
+    try:
+        client.add_scope(client.account, SCOPE)
+    except Duplicate:
+        pass
+    work.mkdir(parents=True, exist_ok=True)
+    run_numbers = [FIRST_RUN + index for index in range(runs)]
+    for run in run_numbers:
+        dataset = f"/km3net/{SCOPE}/raw/KM3NeT_{DETECTOR:08d}/run{run}"
+        names = [f"KM3NeT_{DETECTOR:08d}_{run:08d}.{part}.offline.root" for part in range(files_per_run)]
+        existing = catalog.exists({f"{dataset}/{name}": True for name in names}).successful
+        missing = [name for name in names if not existing.get(f"{dataset}/{name}")]
+        for name in missing:
+            shutil.copy(data_path(SAMPLE), work / name)
+        if missing:
+            UploadClient(client).upload([{"path": str(work / name), "rse": "KM3-DISK-1", "did_scope": SCOPE,
+                                          "did_name": f"{dataset}/{name}", "dataset_scope": SCOPE,
+                                          "dataset_name": dataset} for name in missing])
+            catalog.set_metadata({f"{dataset}/{name}": {"datatype": "raw", "DetectorID": DETECTOR,
+                                                         "run_number": run} for name in missing})
+        catalog.set_dataset_open({dataset: True}, is_open=False)
+        say(f"run {run}: {len(names)} files in {dataset} ({len(missing)} uploaded now), dataset closed")
+    return run_numbers
+
+
+def follow(manager, catalog, runs: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        for dataset in manager.advance(catalog):
+            say(f"closed {dataset}: its run is processed, the merge step may take it")
+        states = manager.status()
+        line = " | ".join(f"{s.step}: files {_counts(s.files)}; tasks {_counts(s.tasks)}" for s in states)
+        if line != last:
+            say(line)
+            last = line
+        merged = catalog.find_files({"datatype": "merged", "TrainName": manager.train.name},
+                                    f"/km3net/{SCOPE}/merged")
+        if len(merged) >= len(runs) and all(_all_processed(s.files) for s in states):
+            return True
+        time.sleep(5)
+    say(f"train not finished after {timeout:.0f} s")
+    return False
+
+
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v and k != "Total") or "-"
+
+
+def _all_processed(files: dict) -> bool:
+    total = files.get("Total", 0)
+    return bool(total) and files.get("Processed", 0) == total
+
+
+def summary(manager, catalog, runs: list[int], timings: Timings, finished: bool) -> None:
+    states = manager.status()
+    summaries = catalog.find_files({"datatype": "summary", "TrainName": manager.train.name}, f"/km3net/{SCOPE}")
+    merged = catalog.find_files({"datatype": "merged", "TrainName": manager.train.name}, f"/km3net/{SCOPE}")
+    events = 0
+    for lfn in merged:
+        replica = next(iter(catalog.replicas({lfn: True}).successful.get(lfn, {}).values()), "")
+        path = Path(replica.removeprefix("file://localhost"))
+        if path.is_file():
+            events += json.loads(path.read_text()).get("events", 0)
+    print()
+    print("=" * 100)
+    print(f"KM3DIRAC demo {'finished' if finished else 'NOT finished'}: train {manager.train.name}")
+    print(f"  runs ingested      : {len(runs)} ({', '.join(map(str, runs))}) of detector {DETECTOR}")
+    for state in states:
+        print(f"  step {state.step:<8}       : transformation {state.transformation_id}, {state.status}; "
+              f"files {_counts(state.files)}; tasks/jobs {_counts(state.tasks)}")
+    print(f"  outputs registered : {len(summaries)} summaries, {len(merged)} merged run products "
+          f"({events} events counted by km3io)")
+    print("  wall time          : " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.stages.items()))
+    print("  look at the results (export the sandbox environment first: dirac-km3-sandbox status prints it):")
+    print(f"    dirac-dms-find-lfns Path=/km3net/{SCOPE} datatype=merged")
+    print(f"    rucio did list '{SCOPE}:/km3net/{SCOPE}/*' --filter 'type=file,run_number>={runs[0]}'")
+    print(f"    dirac-km3-train status {TRAIN_FILE.relative_to(SOURCE_ROOT)}")
+    print("=" * 100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
