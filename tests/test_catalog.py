@@ -314,3 +314,22 @@ def test_dataset_methods_resolve_and_close_run_datasets(fc, rucio_client, scope_
     assert created in _ok(fc.createDataset(created))["Successful"]
     assert rucio_client.get_did(scope, created)["type"] == "DATASET"
     assert created in _ok(fc.removeDataset(created))["Successful"]
+
+
+def test_concurrent_registrations_into_a_new_directory_all_succeed(dirac_cs, scope_factory):
+    """Two jobs of one run register their outputs at once into a directory neither has created yet."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from DIRAC.Resources.Catalog.FileCatalogFactory import FileCatalogFactory
+
+    scope = scope_factory()
+
+    def register(index: int):
+        catalog = FileCatalogFactory().createCatalog("RucioFileCatalog")["Value"]
+        lfns = {f"/km3net/{scope}/race/sub/run1/job{index}-{part}.root":
+                {"Size": 1, "SE": "KM3-DISK-1", "Checksum": "00000001"} for part in range(3)}
+        return _ok(catalog.addFile(lfns))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(register, range(4)))
+    assert all(not result["Failed"] and len(result["Successful"]) == 3 for result in results), results

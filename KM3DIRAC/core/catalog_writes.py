@@ -146,7 +146,7 @@ class CatalogWrites(CatalogReads):
         to_create = [did for did in wanted if did not in existing
                      and not any(did == leaf or did.name in self.mapper.ancestors(leaf.name) for leaf in problems)]
         if to_create:
-            self.client.add_dids([{"scope": d.scope, "name": d.name, "type": wanted[d]} for d in to_create])
+            self._add_collections([{"scope": d.scope, "name": d.name, "type": wanted[d]} for d in to_create])
             attachments: dict[DID, list[dict]] = defaultdict(list)
             for did in to_create:
                 parent = self.mapper.parent(did.name)
@@ -195,6 +195,20 @@ class CatalogWrites(CatalogReads):
                 except (DataIdentifierNotFound, RucioException) as error:
                     result.failed[lfn] = f"{lfn}: {error}"
         return result
+
+    def _add_collections(self, collections: list[dict]) -> None:
+        """Create collections in one call; when another client created some meanwhile (two jobs of one run
+        registering at once), create the rest one by one and take the existing ones as they are."""
+        from rucio.common.exception import DataIdentifierAlreadyExists
+
+        try:
+            self.client.add_dids(collections)
+        except DataIdentifierAlreadyExists:
+            for collection in collections:
+                try:
+                    self.client.add_did(collection["scope"], collection["name"], collection["type"])
+                except DataIdentifierAlreadyExists:
+                    pass
 
     def remove_directory(self, lfns: dict[str, Any]) -> Bulk:
         """Remove empty directories (DFC semantics: a directory with content is not removed)."""
@@ -365,12 +379,25 @@ class CatalogWrites(CatalogReads):
             if any(rule["rse_expression"] == rse for rule in rules):
                 continue
             if not rules:
-                self.client.add_replication_rule([dataset.as_dict()], 1, rse, grouping="NONE",
-                                                 ignore_availability=True)
+                self._add_rules([dataset.as_dict()], rse)
             else:
                 loose_files.extend(children)
         if loose_files:
-            self.client.add_replication_rule(loose_files, 1, rse, grouping="NONE", ignore_availability=True)
+            self._add_rules(loose_files, rse)
+
+    def _add_rules(self, dids: list[dict], rse: str) -> None:
+        """Pinning rules at ``rse``, in one call; rules another client made meanwhile (jobs registering into one
+        dataset at once) are taken as they are."""
+        from rucio.common.exception import DuplicateRule
+
+        try:
+            self.client.add_replication_rule(dids, 1, rse, grouping="NONE", ignore_availability=True)
+        except DuplicateRule:
+            for did in dids:
+                try:
+                    self.client.add_replication_rule([did], 1, rse, grouping="NONE", ignore_availability=True)
+                except DuplicateRule:
+                    pass
 
     def _add_replicas_of_existing(self, records: dict[str, dict], result: Bulk) -> None:
         if not records:
@@ -409,8 +436,7 @@ class CatalogWrites(CatalogReads):
                           "adler32": records[lfn]["adler32"]} for lfn in chunk]
                 try:
                     self.client.add_replicas(rse, files)
-                    self.client.add_replication_rule([records[lfn]["did"].as_dict() for lfn in chunk], 1, rse,
-                                                     grouping="NONE", ignore_availability=True)
+                    self._add_rules([records[lfn]["did"].as_dict() for lfn in chunk], rse)
                 except RucioException as error:
                     result.fail(chunk, f"replica registration at {rse} failed: {error}")
                     continue
