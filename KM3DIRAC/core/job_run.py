@@ -10,6 +10,7 @@ The status callback is what the DIRAC adapter turns into the job's ApplicationSt
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,14 +151,18 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+OUTPUT_PATH_FIELD = re.compile(r"<(\w+)>")
+
+
 def output_directory(template: str, metadata: dict[str, Any]) -> str:
-    """The output directory with ``{key}`` replaced by the outputs' metadata (e.g. ``.../run{run_number}``, the
-    run being inherited from the inputs); a key without a value is an error naming it."""
-    try:
-        return template.format_map(metadata)
-    except (KeyError, IndexError, ValueError) as error:
-        raise ConfigurationError(f"KM3OutputPath {template}: no value for {error} in the outputs' metadata "
-                                 f"{sorted(metadata)}") from error
+    """The output directory with ``<key>`` replaced by the outputs' metadata (e.g. ``.../run<run_number>``, the
+    run being inherited from the inputs); a key without a value is an error naming it. (Not ``{key}``: DIRAC's JDL
+    turns braces into lists.)"""
+    missing = sorted({key for key in OUTPUT_PATH_FIELD.findall(template) if metadata.get(key) in (None, "")})
+    if missing:
+        raise ConfigurationError(f"KM3OutputPath {template}: no value for {missing} in the outputs' metadata "
+                                 f"{sorted(metadata)}")
+    return OUTPUT_PATH_FIELD.sub(lambda match: str(metadata[match.group(1)]), template)
 
 
 class JobDataRunner:

@@ -152,10 +152,10 @@ def _parse_runs(source: str, data: dict[str, Any], detector: int | None) -> tupl
 
 
 def static_directory(path: str) -> str:
-    """The fixed part of an output path that has per-output parts (``/a/b/run{run_number}`` -> ``/a/b``)."""
-    if "{" not in path:
+    """The fixed part of an output path that has per-output parts (``/a/b/run<run_number>`` -> ``/a/b``)."""
+    if "<" not in path:
         return path
-    return path.split("{", 1)[0].rsplit("/", 1)[0] or "/"
+    return path.split("<", 1)[0].rsplit("/", 1)[0] or "/"
 
 
 def _fail(source: str, where: str, message: str) -> TrainDefinitionError:

@@ -153,11 +153,11 @@ class TrainManager:
         """Close the per-run output datasets of every step whose runs are fully processed, so that the next step's
         run-aware plugin sees those runs complete (its last, smaller task is made). Returns the datasets closed.
 
-        A step's output path with ``{run_number}`` (e.g. ``.../run{run_number}``) keeps each run in its own dataset;
+        A step's output path with ``<run_number>`` (e.g. ``.../run<run_number>``) keeps each run in its own dataset;
         a run is done in a step when every one of its files in the step's transformation is Processed."""
         closed = []
         for step in self.train.steps[:-1]:
-            if "{run_number}" not in step.output.path:
+            if "<run_number>" not in step.output.path:
                 continue
             transformation_id = self.existing_id(step)
             if transformation_id is None:
