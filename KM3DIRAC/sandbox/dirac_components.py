@@ -85,7 +85,11 @@ AGENTS = (
     # KM3DIRAC's run-aware plugins (KM3DIRAC.TransformationSystem.PLUGIN_LOCATION)
     DiracAgent("Transformation", "TransformationAgent",
                (*FAST_AGENT_OPTIONS, ("PluginLocation", "KM3DIRAC.TransformationSystem.Agent.TransformationPlugin"))),
-    DiracAgent("Transformation", "WorkflowTaskAgent", (*FAST_AGENT_OPTIONS, ("ShifterCredentials", ""))),
+    # MonitorTasks/MonitorFiles: task status follows the jobs and files become Processed (a train's next step and
+    # run completeness depend on it); DIRAC leaves both off unless the option exists
+    DiracAgent("Transformation", "WorkflowTaskAgent",
+               (*FAST_AGENT_OPTIONS, ("ShifterCredentials", ""), ("MonitorTasks", "yes"), ("MonitorFiles", "yes"),
+                ("CheckReserved", "yes"))),
     DiracAgent("Transformation", "InputDataAgent", FAST_AGENT_OPTIONS),
     # DIRAC's template runs 50 worker processes (~4 GB resident): two are plenty on one machine
     DiracAgent("RequestManagement", "RequestExecutingAgent",
