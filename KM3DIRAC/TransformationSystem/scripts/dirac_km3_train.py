@@ -5,6 +5,7 @@
   plan      dry run: per step, how many files the catalog has for it now and how many tasks they would give
   create    create the steps' transformations in DIRAC (again: nothing is duplicated)
   status    per step: transformation, status, files and tasks by state
+  advance   close each run's output dataset of a step once the run is processed there (run it periodically)
 
 Example:
   $ dirac-km3-train validate trains/reco-and-merge.yaml
@@ -18,7 +19,7 @@ from DIRAC.Core.Base.Script import Script
 
 import KM3DIRAC
 
-COMMANDS = ("validate", "plan", "create", "status")
+COMMANDS = ("validate", "plan", "create", "status", "advance")
 DEFAULT_TEMPLATES = Path(KM3DIRAC.__file__).resolve().parent.parent / "jdl_templates"
 
 
@@ -67,7 +68,12 @@ def main():
             from KM3DIRAC.TransformationSystem.Client.Trains import TrainManager
 
             manager = TrainManager(train, templates[0])
-            if command == "create":
+            if command == "advance":
+                from KM3DIRAC.WorkloadManagementSystem.JobData import catalog_from_cs
+
+                closed = manager.advance(catalog_from_cs())
+                print("\n".join(f"closed {dataset}" for dataset in closed) or "no run completed since last time")
+            elif command == "create":
                 states = manager.create()
                 _print_table([(s.step, s.transformation_id, "created" if s.created else "exists") for s in states],
                              ("step", "transformation", ""))
