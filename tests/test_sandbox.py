@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sandbox_fixtures import BIN, RunningSandbox, local_sandbox  # noqa: F401  (fixture)
+from sandbox_fixtures import BIN, RunningSandbox
 
 from KM3DIRAC.sandbox.state import ComponentRecord, SandboxState
 
@@ -39,7 +39,7 @@ def _wait_for_final_status(sandbox: RunningSandbox, job_id: str) -> str:
 
 
 @pytest.mark.sandbox
-def test_status_reports_every_component_healthy(local_sandbox: RunningSandbox):  # noqa: F811
+def test_status_reports_every_component_healthy(local_sandbox: RunningSandbox):
     result = local_sandbox.sandbox_command("status", timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     for component in ("MariaDB", "Rucio server", "WorkloadManagement/JobManager", "WorkloadManagement/Matcher",
@@ -49,14 +49,14 @@ def test_status_reports_every_component_healthy(local_sandbox: RunningSandbox): 
 
 
 @pytest.mark.sandbox
-def test_up_when_already_up_says_so(local_sandbox: RunningSandbox):  # noqa: F811
+def test_up_when_already_up_says_so(local_sandbox: RunningSandbox):
     result = local_sandbox.sandbox_command("up", timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "already up" in result.stdout
 
 
 @pytest.mark.sandbox
-def test_user_job_runs_to_done_and_returns_its_output_sandbox(local_sandbox: RunningSandbox,  # noqa: F811
+def test_user_job_runs_to_done_and_returns_its_output_sandbox(local_sandbox: RunningSandbox,
                                                                tmp_path: Path):
     script = tmp_path / "hello.sh"
     script.write_text('#!/bin/sh\necho "hello from job $1 on $(hostname)"\n')
@@ -90,7 +90,7 @@ def _submitted(task: dict) -> bool:
 
 
 @pytest.mark.sandbox
-def test_workflow_task_agent_submits_the_tasks_of_a_transformation(local_sandbox: RunningSandbox,  # noqa: F811
+def test_workflow_task_agent_submits_the_tasks_of_a_transformation(local_sandbox: RunningSandbox,
                                                                    tmp_path: Path):
     """A transformation made with DIRAC's Transformation client: the real WorkflowTaskAgent submits each task as a
     job (with the author's proxy from the ProxyManager), the jobs run to Done and their output comes back."""
@@ -117,7 +117,7 @@ def test_workflow_task_agent_submits_the_tasks_of_a_transformation(local_sandbox
 
 
 @pytest.mark.sandbox
-def test_transformation_agent_makes_one_task_per_file(local_sandbox: RunningSandbox, tmp_path: Path):  # noqa: F811
+def test_transformation_agent_makes_one_task_per_file(local_sandbox: RunningSandbox, tmp_path: Path):
     """Files uploaded to the sandbox's Rucio and added to a transformation: the real TransformationAgent finds their
     replicas through the FileCatalog and its Standard plugin makes one task per file (GroupSize 1)."""
     created = local_sandbox.dirac_client("files-transformation", str(tmp_path), "2")
@@ -138,7 +138,7 @@ def test_transformation_agent_makes_one_task_per_file(local_sandbox: RunningSand
 
 
 @pytest.mark.sandbox
-def test_request_executing_agent_executes_a_request(local_sandbox: RunningSandbox):  # noqa: F811
+def test_request_executing_agent_executes_a_request(local_sandbox: RunningSandbox):
     """An RMS request (one ForwardDISET operation: set a transformation's Description) is executed by the real
     RequestExecutingAgent with the owner's proxy from the ProxyManager, and the call's effect is visible."""
     put = local_sandbox.dirac_client("forward-diset-request", "set by the RMS")

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sandbox_fixtures import RunningSandbox, local_sandbox  # noqa: F401  (fixture)
+from sandbox_fixtures import RunningSandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = ROOT / "tests" / "payloads" / "count_events.py"
@@ -32,7 +32,7 @@ def _wait_for_done(sandbox: RunningSandbox, job_id: str) -> dict:
 
 @pytest.mark.sandbox
 def test_user_job_from_the_template_reads_rucio_data_and_registers_its_product(
-        local_sandbox: RunningSandbox, tmp_path: Path):  # noqa: F811
+        local_sandbox: RunningSandbox, tmp_path: Path):
     from km3net_testdata import data_path
 
     scope = f"u{uuid.uuid4().hex[:10]}"

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from sandbox_fixtures import RunningSandbox, local_sandbox  # noqa: F401  (fixture)
+from sandbox_fixtures import RunningSandbox
 
 TRAIN_TIMEOUT = 480
 
@@ -23,7 +23,7 @@ def _demo(sandbox: RunningSandbox) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.sandbox
-def test_demo_train_runs_end_to_end_and_a_second_run_duplicates_nothing(local_sandbox: RunningSandbox):  # noqa: F811
+def test_demo_train_runs_end_to_end_and_a_second_run_duplicates_nothing(local_sandbox: RunningSandbox):
     first = _demo(local_sandbox)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
     assert "step process: transformation" in first.stdout and "(created)" in first.stdout

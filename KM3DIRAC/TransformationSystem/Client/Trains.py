@@ -154,7 +154,8 @@ class TrainManager:
         run-aware plugin sees those runs complete (its last, smaller task is made). Returns the datasets closed.
 
         A step's output path with ``<run_number>`` (e.g. ``.../run<run_number>``) keeps each run in its own dataset;
-        a run is done in a step when every one of its files in the step's transformation is Processed."""
+        a run is done in a step when every one of its files in the step's transformation is Processed and every
+        output in the run's dataset has reached the next step's transformation (the InputDataAgent adds them)."""
         closed = []
         for step in self.train.steps:
             transformation_id = self.existing_id(step)
@@ -170,16 +171,30 @@ class TrainManager:
                            f"{step.name}: getTransformationFiles")
             runs = _runs_of(catalog, [f["LFN"] for f in files])
             pending = {runs.get(f["LFN"]) for f in files if f["Status"] != "Processed"}
+            fed = self._files_of_steps_fed_by(step)
             for run in sorted({r for r in runs.values() if r is not None} - pending):
                 metadata = {**self.train.output_metadata(step), "run_number": run}
                 if self.train.detector is not None:
                     metadata.setdefault("DetectorID", self.train.detector)
                 dataset = output_directory(step.output.path, metadata)
                 state = catalog.did_metadata([catalog.mapper.to_did(dataset)])
-                if state and next(iter(state.values())).get("is_open"):
-                    catalog.set_dataset_open({dataset: True}, is_open=False)
-                    closed.append(dataset)
+                if not state or not next(iter(state.values())).get("is_open"):
+                    continue
+                outputs = set(catalog.dataset_files({dataset: True}).successful.get(dataset, []))
+                if outputs - fed:
+                    continue  # the InputDataAgent has not handed all of them to the next step yet
+                catalog.set_dataset_open({dataset: True}, is_open=False)
+                closed.append(dataset)
         return closed
+
+    def _files_of_steps_fed_by(self, step: Step) -> set[str]:
+        lfns: set[str] = set()
+        for later in self.train.steps:
+            if later.input_step == step.name and (later_id := self.existing_id(later)) is not None:
+                files = _value(self.client.getTransformationFiles({"TransformationID": later_id}),
+                               f"{later.name}: getTransformationFiles")
+                lfns.update(f["LFN"] for f in files)
+        return lfns
 
     def refresh_tasks(self, transformation_id: int) -> None:
         """Task status from its job, and files of Done tasks Processed: what the WorkflowTaskAgent's MonitorTasks and
