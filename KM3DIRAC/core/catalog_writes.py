@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from KM3DIRAC.core.catalog_reads import COLLECTIONS, FILE, NO_SUCH_FILE, Bulk, CatalogReads, chunks
@@ -425,23 +426,31 @@ class CatalogWrites(CatalogReads):
         return result
 
     def _add_replica_records(self, records: dict[str, dict], result: Bulk) -> None:
-        from rucio.common.exception import RucioException
 
         by_rse: dict[str, list[str]] = defaultdict(list)
         for lfn, record in records.items():
             by_rse[record["rse"]].append(lfn)
         for rse, rse_lfns in by_rse.items():
-            for chunk in chunks(rse_lfns):
-                files = [{**records[lfn]["did"].as_dict(), "bytes": records[lfn]["bytes"],
-                          "adler32": records[lfn]["adler32"]} for lfn in chunk]
-                try:
-                    self.client.add_replicas(rse, files)
-                    self._add_rules([records[lfn]["did"].as_dict() for lfn in chunk], rse)
-                except RucioException as error:
-                    result.fail(chunk, f"replica registration at {rse} failed: {error}")
-                    continue
-                for lfn in chunk:
-                    result.successful[lfn] = True
+            def register(chunk: list[str], rse: str = rse) -> None:
+                self.client.add_replicas(rse, [{**records[lfn]["did"].as_dict(), "bytes": records[lfn]["bytes"],
+                                                "adler32": records[lfn]["adler32"]} for lfn in chunk])
+                self._add_rules([records[lfn]["did"].as_dict() for lfn in chunk], rse)
+
+            self._per_chunk(rse_lfns, register, f"replica registration at {rse} failed", result)
+
+    @staticmethod
+    def _per_chunk(lfns: list[str], action: Callable[[list[str]], None], failure: str, result: Bulk) -> None:
+        """``action`` on chunks of ``lfns``: each chunk's LFNs succeed together or fail together, naming why."""
+        from rucio.common.exception import RucioException
+
+        for chunk in chunks(lfns):
+            try:
+                action(chunk)
+            except RucioException as error:
+                result.fail(chunk, f"{failure}: {error}")
+                continue
+            for lfn in chunk:
+                result.successful[lfn] = True
 
     def remove_replicas(self, lfns: dict[str, Any]) -> Bulk:
         """``{lfn: {"SE": se}}``: forget the replica at that RSE only (its rules there included)."""
@@ -470,22 +479,15 @@ class CatalogWrites(CatalogReads):
         already (DataManager removes from the StorageElement before the catalog), so the catalog stops
         advertising the replica, and Rucio's daemons clean the record.
         """
-        from rucio.common.exception import RucioException
-
-        for chunk in chunks(list(files)):
-            try:
-                for lfn in chunk:
-                    did = files[lfn]
-                    for rule in self.client.list_did_rules(did.scope, did.name):
-                        if rule["rse_expression"] == rse:
-                            self.client.delete_replication_rule(rule["id"], purge_replicas=False)
-                self.client.update_replicas_states(
-                    rse, [{**files[lfn].as_dict(), "state": "U"} for lfn in chunk])
-            except RucioException as error:
-                result.fail(chunk, f"removal of the replica at {rse} failed: {error}")
-                continue
+        def drop(chunk: list[str]) -> None:
             for lfn in chunk:
-                result.successful[lfn] = True
+                did = files[lfn]
+                for rule in self.client.list_did_rules(did.scope, did.name):
+                    if rule["rse_expression"] == rse:
+                        self.client.delete_replication_rule(rule["id"], purge_replicas=False)
+            self.client.update_replicas_states(rse, [{**files[lfn].as_dict(), "state": "U"} for lfn in chunk])
+
+        self._per_chunk(list(files), drop, f"removal of the replica at {rse} failed", result)
 
     def remove_files(self, lfns: dict[str, Any]) -> Bulk:
         """Remove files from the catalog: rules, replicas and the attachment to their directory."""
