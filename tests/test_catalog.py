@@ -189,6 +189,10 @@ def test_list_directory_and_sizes(fc, scope_factory):
     size = _ok(fc.getDirectorySize(f"/km3net/{scope}/ls/run1"))["Successful"][f"/km3net/{scope}/ls/run1"]
     assert (size["LogicalFiles"], size["LogicalSize"]) == (2, 200)
     assert size["PhysicalSize"]["KM3-DISK-1"] == {"Files": 2, "Size": 200}
+    # DFC semantics of removeFile: an absent file is a success, a directory is not a file
+    removed = _ok(fc.removeFile([f"/km3net/{scope}/ls/run1/absent.dat", f"/km3net/{scope}/ls/run1"]))
+    assert removed["Successful"] == {f"/km3net/{scope}/ls/run1/absent.dat": True}
+    assert "is a directory" in str(removed["Failed"][f"/km3net/{scope}/ls/run1"])
 
 
 def test_metadata_is_flat_user_keys_and_searchable(fc, scope_factory):

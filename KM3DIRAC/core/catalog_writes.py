@@ -493,18 +493,10 @@ class CatalogWrites(CatalogReads):
         """Remove files from the catalog: rules, replicas and the attachment to their directory."""
         from rucio.common.exception import DataIdentifierNotFound, RucioException
 
-        result = Bulk()
-        dids = self.resolve(lfns, result)
-        metadata = self.did_metadata(dids.values())
-        files = {}
-        for lfn, did in dids.items():
-            meta = metadata.get(did)
-            if meta is None:
-                result.successful[lfn] = True  # DFC: removing an absent file succeeds
-            elif meta["did_type"] != FILE:
-                result.failed[lfn] = f"{lfn} is a directory, use removeDirectory"
-            else:
-                files[lfn] = did
+        result, files, _ = self._files_only(lfns)
+        for lfn in [lfn for lfn, reason in result.failed.items() if reason == NO_SUCH_FILE]:
+            del result.failed[lfn]
+            result.successful[lfn] = True  # DFC: removing an absent file succeeds
         current = self.replicas(dict.fromkeys(files), all_status=True).successful
         by_rse: dict[str, dict[str, DID]] = defaultdict(dict)
         for lfn, did in files.items():
