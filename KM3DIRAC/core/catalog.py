@@ -62,9 +62,7 @@ class RucioCatalog(CatalogWrites):
     # ------------------------------------------------------------------------------------------- get / set
     def user_metadata(self, lfns: dict[str, Any], want_directory: bool | None = None) -> Bulk:
         """Flat ``{key: value}`` of user keys (JSON plugin keys and user-settable DID columns) per path."""
-        result = Bulk()
-        dids = self.resolve(lfns, result)
-        columns = self.did_metadata(dids.values())
+        result, dids, columns = self.lookup(lfns)
         for lfn, did in dids.items():
             meta = columns.get(did)
             if meta is None:

@@ -94,11 +94,16 @@ class CatalogReads:
                 found[DID(row["scope"], row["name"])] = row
         return found
 
-    # ------------------------------------------------------------------------------------------- reads
-    def exists(self, lfns: dict[str, Any]) -> Bulk:
+    def lookup(self, lfns: Iterable[Any]) -> tuple[Bulk, dict[str, DID], dict[DID, dict]]:
+        """The start of most calls: a result with the malformed LFNs failed, the DIDs of the others, and the
+        DID-column metadata of those that exist (one bulk call per chunk)."""
         result = Bulk()
         dids = self.resolve(lfns, result)
-        present = self.did_metadata(dids.values())
+        return result, dids, self.did_metadata(dids.values())
+
+    # ------------------------------------------------------------------------------------------- reads
+    def exists(self, lfns: dict[str, Any]) -> Bulk:
+        result, dids, present = self.lookup(lfns)
         for lfn, did in dids.items():
             result.successful[lfn] = lfn if did in present else False
         self._resolve_guid_aliases(lfns, result)
@@ -131,9 +136,7 @@ class CatalogReads:
             return []
 
     def _files_only(self, lfns: dict[str, Any]) -> tuple[Bulk, dict[str, DID], dict[DID, dict]]:
-        result = Bulk()
-        dids = self.resolve(lfns, result)
-        metadata = self.did_metadata(dids.values())
+        result, dids, metadata = self.lookup(lfns)
         files = {}
         for lfn, did in dids.items():
             meta = metadata.get(did)
@@ -173,9 +176,7 @@ class CatalogReads:
         return result
 
     def is_file(self, lfns: dict[str, Any]) -> Bulk:
-        result = Bulk()
-        dids = self.resolve(lfns, result)
-        metadata = self.did_metadata(dids.values())
+        result, dids, metadata = self.lookup(lfns)
         for lfn, did in dids.items():
             meta = metadata.get(did)
             result.successful[lfn] = bool(meta) and meta["did_type"] == FILE

@@ -179,9 +179,7 @@ class CatalogWrites(CatalogReads):
         """Close (freeze) or reopen datasets. A closed run dataset tells KM3DIRAC's plugins the run is complete."""
         from rucio.common.exception import DataIdentifierNotFound, RucioException
 
-        result = Bulk()
-        dids = self.resolve(lfns, result)
-        metadata = self.did_metadata(dids.values())
+        result, dids, metadata = self.lookup(lfns)
         for lfn, did in dids.items():
             meta = metadata.get(did)
             if meta is None:

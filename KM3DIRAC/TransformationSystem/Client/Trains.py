@@ -21,7 +21,7 @@ from DIRAC.TransformationSystem.Client.TransformationClient import Transformatio
 
 from KM3DIRAC.core.catalog import PATH_KEY
 from KM3DIRAC.core.errors import KM3DiracError
-from KM3DIRAC.core.jdl import render
+from KM3DIRAC.core.jdl import placeholders, render
 from KM3DIRAC.core.job_run import output_directory
 from KM3DIRAC.core.run_chunking import PLUGIN_LIMITS, parameters_from, plan_chunks
 from KM3DIRAC.core.run_metadata import fetch_run_metadata
@@ -52,13 +52,14 @@ def step_job(train: Train, step: Step, templates: Path) -> Job:
     """The job of one task of ``step``: the template's executable, arguments, CPU time and sandboxes, plus the
     train's data parameters (the task's input files come from the TransformationSystem as InputData)."""
     template = templates / step.jdl_template
+    template_text = template.read_text()
     defaults = yaml.safe_load((templates / "defaults.yaml").read_text()) if (templates / "defaults.yaml").exists() \
         else {}
     parameters: dict[str, Any] = {**(defaults or {}), "Run": "0", "InputData": "", "OutputSE": step.output.se,
                                   "FailoverSEs": "", **step.jdl_parameters}
-    for name in _placeholders_without_value(template.read_text(), parameters):
-        parameters[name] = "0"  # per-task values a train does not know (e.g. Run): the template's own lines only
-    class_ad = ClassAd(render(template.read_text(), parameters, template.name))
+    for name in placeholders(template_text):
+        parameters.setdefault(name, "0")  # per-task values a train does not know (e.g. Run): template lines only
+    class_ad = ClassAd(render(template_text, parameters, template.name))
     executable, arguments = class_ad.getAttributeString("Executable"), class_ad.getAttributeString("Arguments")
     if Path(executable).name == "dirac-km3-job-run":
         # in a production the JobExecutionCoordinator moves the data: run the payload itself
@@ -87,12 +88,6 @@ def step_job(train: Train, step: Step, templates: Path) -> Job:
         if name.startswith("KM3") and name not in TRAIN_OWNED:
             job._addParameter(job.workflow, name, "JDL", class_ad.getAttributeString(name), "KM3DIRAC parameter")
     return job
-
-
-def _placeholders_without_value(template: str, parameters: dict[str, Any]) -> list[str]:
-    from KM3DIRAC.core.jdl import placeholders
-
-    return [name for name in placeholders(template) if name not in parameters]
 
 
 @dataclass
@@ -157,21 +152,19 @@ class TrainManager:
         a run is done in a step when every one of its files in the step's transformation is Processed and every
         output in the run's dataset has reached the next step's transformation (the InputDataAgent adds them)."""
         closed = []
-        for step in self.train.steps:
-            transformation_id = self.existing_id(step)
+        ids = {step.name: self.existing_id(step) for step in self.train.steps}
+        for transformation_id in ids.values():
             if transformation_id is not None:
                 self.refresh_tasks(transformation_id)
         for step in self.train.steps[:-1]:
-            if "<run_number>" not in step.output.path:
+            transformation_id = ids[step.name]
+            if "<run_number>" not in step.output.path or transformation_id is None:
                 continue
-            transformation_id = self.existing_id(step)
-            if transformation_id is None:
-                continue
-            files = _value(self.client.getTransformationFiles({"TransformationID": transformation_id}),
-                           f"{step.name}: getTransformationFiles")
+            files = self._transformation_files(transformation_id, step)
             runs = _runs_of(catalog, [f["LFN"] for f in files])
             pending = {runs.get(f["LFN"]) for f in files if f["Status"] != "Processed"}
-            fed = self._files_of_steps_fed_by(step)
+            fed = {f["LFN"] for later in self.train.steps if later.input_step == step.name and ids[later.name]
+                   for f in self._transformation_files(ids[later.name], later)}
             for run in sorted({r for r in runs.values() if r is not None} - pending):
                 metadata = {**self.train.output_metadata(step), "run_number": run}
                 if self.train.detector is not None:
@@ -187,14 +180,9 @@ class TrainManager:
                 closed.append(dataset)
         return closed
 
-    def _files_of_steps_fed_by(self, step: Step) -> set[str]:
-        lfns: set[str] = set()
-        for later in self.train.steps:
-            if later.input_step == step.name and (later_id := self.existing_id(later)) is not None:
-                files = _value(self.client.getTransformationFiles({"TransformationID": later_id}),
-                               f"{later.name}: getTransformationFiles")
-                lfns.update(f["LFN"] for f in files)
-        return lfns
+    def _transformation_files(self, transformation_id: int, step: Step, **conditions: Any) -> list[dict]:
+        query = {"TransformationID": transformation_id, **conditions}
+        return _value(self.client.getTransformationFiles(query), f"{step.name}: getTransformationFiles")
 
     def refresh_tasks(self, transformation_id: int) -> None:
         """Task status from its job, and files of Done tasks Processed: what the WorkflowTaskAgent's MonitorTasks and
