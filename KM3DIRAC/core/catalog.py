@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from KM3DIRAC.core.catalog_provenance import CatalogProvenance
 from KM3DIRAC.core.catalog_reads import FILE, NO_SUCH_FILE, Bulk
-from KM3DIRAC.core.catalog_writes import CatalogWrites
+from KM3DIRAC.core.catalog_replica_status import CatalogReplicaStatus
 from KM3DIRAC.core.errors import InvalidLFNError
 from KM3DIRAC.core.lfn import DID
 from KM3DIRAC.core.metadata_query import RUCIO_COLUMN_KEYS, USER_COLUMN_KEYS, InvalidQueryError, plan_query
@@ -43,11 +44,32 @@ def _typed(value: Any, field_type: str | None) -> Any:
     return value
 
 
-class RucioCatalog(CatalogWrites):
+class RucioCatalog(CatalogProvenance, CatalogReplicaStatus):
     def __init__(self, client: Any, mapper: Any = None, account: str | None = None,
                  schema: MetadataSchema | None = None) -> None:
         super().__init__(client, mapper, account)
         self.schema = schema or MetadataSchema()
+
+    def write_access(self, lfns: dict[str, Any], operation: str) -> Bulk:
+        """DFC ``hasAccess`` for a writing ``operation``: True where the call can succeed, else a Failed entry with
+        what the server would refuse (LFN form, DID name schema, missing scope with its remedy, closed dataset).
+        DataManager asks this before it uploads bytes."""
+        result = Bulk()
+        dids = self.resolve_for_write(lfns, result)
+        if operation in ("addFile", "putAndRegister") and dids:
+            parents = {lfn: DID(did.scope, self.mapper.parent(did.name)) for lfn, did in dids.items()
+                       if self.mapper.scope_of_directory(self.mapper.parent(did.name)) is None}
+            existing = self.did_metadata(parents.values())
+            for lfn, parent in parents.items():
+                meta = existing.get(parent)
+                if meta is not None and meta["did_type"] == "DATASET" and meta.get("is_open") is False:
+                    result.failed[lfn] = f"{self.mapper.to_lfn(parent)} is closed: no file can be added to it"
+                elif meta is not None and meta["did_type"] == FILE:
+                    result.failed[lfn] = f"{self.mapper.to_lfn(parent)} is a file, it cannot hold files"
+        for lfn in dids:
+            if lfn not in result.failed:
+                result.successful[lfn] = True
+        return result
 
     def metadata_fields(self) -> dict[str, dict[str, str]]:
         return {"FileMetaFields": dict(self.schema.file_fields),

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from KM3DIRAC.core.did_validation import DIDValidator, scope_cache_for
 from KM3DIRAC.core.errors import InvalidLFNError
 from KM3DIRAC.core.lfn import DID, LFNMapper
 
@@ -26,6 +27,13 @@ FILE = "FILE"
 COLLECTIONS = ("DATASET", "CONTAINER")
 REMOVED_MARGIN = datetime.timedelta(seconds=60)
 GUID_NAMESPACE = uuid.UUID("8a7b0d4e-4c1d-4a53-9f1e-4b4d3e0a6c01")
+# Rucio replica states getReplicas lists (KM3DIRAC.core.catalog_replica_status maps them to DIRAC statuses): with
+# allStatus also the replicas whose bytes exist but are not to be read now; never UNAVAILABLE (removed or lost),
+# BEING_DELETED or COPYING ones, whose URL would point at no bytes.
+LISTED = frozenset({"AVAILABLE"})
+LISTED_WITH_ALL_STATUS = frozenset({"AVAILABLE", "BAD", "TEMPORARY_UNAVAILABLE"})
+REPLICA_STATUS = {"AVAILABLE": "AprioriGood", "BAD": "Trash", "TEMPORARY_UNAVAILABLE": "Probing",
+                  "UNAVAILABLE": "Removed", "BEING_DELETED": "Removed", "COPYING": "Copying"}
 
 
 @dataclass
@@ -59,17 +67,29 @@ class CatalogReads:
         self.client = client
         self.mapper = mapper or LFNMapper()
         self.account = account or client.account
+        self.validator = DIDValidator(self.mapper, scope_cache_for(client), self.account)
 
     # ------------------------------------------------------------------------------------------- helpers
     def resolve(self, lfns: Iterable[Any], result: Bulk) -> dict[str, DID]:
-        """Map LFNs to DIDs; malformed ones go to ``result.failed`` with the reason."""
+        """Map LFNs to DIDs; malformed ones (and names Rucio's DID schema refuses, which would fail the whole
+        request) go to ``result.failed`` with the reason."""
         dids = {}
         for lfn in lfns:
             try:
-                dids[lfn] = self.mapper.to_did(lfn)
+                did = self.mapper.to_did(lfn)
             except InvalidLFNError as error:
                 result.failed[str(lfn)] = str(error)
+                continue
+            problem = self.validator.name_problem(lfn, did)
+            if problem:
+                result.failed[lfn] = problem
+            else:
+                dids[lfn] = did
         return dids
+
+    def resolve_for_write(self, lfns: Iterable[Any], result: Bulk) -> dict[str, DID]:
+        """:meth:`resolve` plus what only a writing call must know: the scope exists (else the remedy)."""
+        return self.validator.check(lfns, result)
 
     def did_metadata(self, dids: Iterable[DID], include_removed: bool = False) -> dict[DID, dict]:
         """DID-column metadata of the DIDs that exist, in bulk; unknown DIDs (and scopes) are absent, and so are
@@ -219,7 +239,7 @@ class CatalogReads:
                 states = row.get("states", {})
                 per_rse = {}
                 for rse, pfns in row.get("rses", {}).items():
-                    if pfns and (all_status or states.get(rse, "AVAILABLE") == "AVAILABLE"):
+                    if pfns and states.get(rse, "AVAILABLE") in (LISTED_WITH_ALL_STATUS if all_status else LISTED):
                         per_rse[rse] = pfns[0]
                 if did in by_did and per_rse:  # files with no replica are checked below (removed ones fail)
                     seen.add(did)
@@ -243,10 +263,11 @@ class CatalogReads:
         for lfn, wanted in lfns.items():
             if lfn in result.failed:
                 continue
-            wanted_ses = [wanted] if isinstance(wanted, str) else list(wanted or states.get(lfn, {}))
+            listed = replicas.successful.get(lfn, {})  # removed replicas have no status: they are gone
+            wanted_ses = [wanted] if isinstance(wanted, str) else list(wanted or listed)
             per_se = {}
             for se in wanted_ses:
-                if se in states.get(lfn, {}):
+                if se in listed and se in states.get(lfn, {}):
                     per_se[se] = states[lfn][se]
             if wanted_ses and not per_se:
                 result.failed[lfn] = f"no replica at {', '.join(wanted_ses)}"
@@ -257,8 +278,7 @@ class CatalogReads:
     def _replica_states(self, lfns_with_replicas: dict[str, dict]) -> dict[str, dict[str, str]]:
         dids = {self.mapper.to_did(lfn): lfn for lfn in lfns_with_replicas}
         states: dict[str, dict[str, str]] = defaultdict(dict)
-        code = {"AVAILABLE": "AprioriGood", "UNAVAILABLE": "Lost", "COPYING": "Copying", "BAD": "Bad",
-                "TEMPORARY_UNAVAILABLE": "Unavailable", "BEING_DELETED": "Deleted"}
+        code = REPLICA_STATUS
         for chunk in chunks(list(dids)):
             for row in self.client.list_replicas([d.as_dict() for d in chunk], all_states=True,
                                                  ignore_availability=True, resolve_archives=False):

@@ -17,6 +17,7 @@ from typing import Any
 
 from KM3DIRAC.core.catalog_reads import COLLECTIONS, FILE, NO_SUCH_FILE, Bulk, CatalogReads, chunks
 from KM3DIRAC.core.checksums import normalise_adler32
+from KM3DIRAC.core.did_validation import guid_problem, metadata_problem
 from KM3DIRAC.core.lfn import DID
 
 log = logging.getLogger(__name__)
@@ -237,7 +238,7 @@ class CatalogWrites(CatalogReads):
         if missing); with a different size or checksum it is a Failed entry.
         """
         result = Bulk()
-        dids = self.resolve(lfns, result)
+        dids = self.resolve_for_write(lfns, result)
         records = {}
         for lfn, did in dids.items():
             record, problem = self._file_record(lfn, did, lfns[lfn])
@@ -289,10 +290,16 @@ class CatalogWrites(CatalogReads):
         meta = info.get("Meta") or info.get("Metadata") or {}
         if not isinstance(meta, dict):
             return {}, f"{lfn}: Meta must be a dict"
+        problem = metadata_problem(lfn, meta)
+        if problem:
+            return {}, problem
         record = {"did": did, "bytes": size, "adler32": checksum, "rse": se, "meta": dict(meta)}
         guid = info.get("GUID")
         if guid:
-            record["meta"]["guid"] = str(guid).replace("-", "").lower()
+            problem = guid_problem(lfn, guid)
+            if problem:
+                return {}, problem
+            record["meta"]["guid"] = str(guid).strip("{}").replace("-", "").lower()
         return record, None
 
     def _register(self, records: dict[str, dict], result: Bulk) -> None:

@@ -9,6 +9,7 @@ rucio.cfg, when present, fills what the CS leaves out. This module only translat
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import threading
@@ -150,19 +151,60 @@ def _schema(options: dict[str, Any]) -> MetadataSchema:
     return schema
 
 
+# DFC methods Rucio cannot carry: each answers this S_ERROR (never an RPC to a DFC service that does not exist).
+NOT_CARRIED = {
+    **dict.fromkeys(("changePathOwner", "changePathGroup", "changePathMode"),
+                    "Rucio has no POSIX owner, group or mode per path: a DID belongs to the Rucio account that "
+                    "created it and access follows Rucio account and scope permissions"),
+    **dict.fromkeys(("createLink", "removeLink"), "Rucio has no links between names"),
+    **dict.fromkeys(("addUser", "deleteUser", "addGroup", "deleteGroup", "getUsers", "getGroups"),
+                    "users and groups are Rucio accounts, managed by a Rucio administrator (`rucio account ...`)"),
+    "setReplicaHost": "a Rucio replica cannot move to another RSE: addReplica at the new SE, then removeReplica",
+    "setDirectoryStatus": "Rucio collections have no status; close a run dataset with freezeDataset",
+    **dict.fromkeys(("repairCatalog", "rebuildDirectoryUsage", "getCatalogCounters"),
+                    "Rucio keeps its own counters and usage (its abacus daemons; `rucio rse usage`)"),
+    **dict.fromkeys(("addDataset", "updateDataset", "checkDataset", "getDatasets", "getDatasetParameters",
+                     "addDatasetAnnotation", "getDatasetAnnotation"),
+                    "DFC metadata-query datasets are not carried: a KM3DIRAC dataset is a Rucio dataset, the "
+                    "directory holding a run's files (createDataset, freezeDataset, getDatasetFiles, "
+                    "resolveDataset)"),
+}
+CONTRACT_READ_METHODS = ["getFileDetails", "getLFNForGUID", "getLFNForPFN", "getFileAncestors", "getFileDescendents",
+                         "getSEDump", "checkDataset", "getDatasets", "getDatasetParameters", "getDatasetAnnotation"]
+CONTRACT_WRITE_METHODS = ["addFileAncestors", "setFileStatus", "setReplicaStatus", "setReplicaProblematic",
+                          "setReplicaHost", "setDirectoryStatus", "createLink", "removeLink", "changePathMode",
+                          "changePathOwner", "changePathGroup", "addDataset", "updateDataset", "addDatasetAnnotation",
+                          "addUser", "deleteUser", "addGroup", "deleteGroup", "repairCatalog",
+                          "rebuildDirectoryUsage"]
+CONTRACT_NO_LFN_METHODS = ["getLFNForGUID", "addUser", "deleteUser", "addGroup", "deleteGroup", "repairCatalog",
+                           "rebuildDirectoryUsage"]
+CONTRACT_ADMIN_METHODS = ["addUser", "deleteUser", "addGroup", "deleteGroup", "getUsers", "getGroups",
+                          "getCatalogCounters", "repairCatalog", "rebuildDirectoryUsage"]
+
+
+def not_carried(name: str, reason: str):
+    def method(self, *args, **kwargs):
+        return S_ERROR(errno.EOPNOTSUPP, f"{name}: not supported by KM3DIRAC's Rucio catalog: {reason}")
+
+    method.__name__ = name
+    method.__doc__ = f"Not carried by Rucio: {reason}."
+    return method
+
+
 class RucioFileCatalogClient(FileCatalogClientBase):
     # DFC conventions: the metadata methods are NO_LFN methods (called with their arguments as they are).
     READ_METHODS = [*FileCatalogClientBase.READ_METHODS, "isFile", "isDirectory", "getFileMetadata", "getFileSize",
                     "getReplicas", "getReplicaStatus", "listDirectory", "getDirectorySize", "getMetadataFields",
                     "findFilesByMetadata", "getCompatibleMetadata", "findFilesByMetadataWeb",
-                    "getFileUserMetadata", "getDirectoryUserMetadata", "resolveDataset", "getDatasetFiles"]
+                    "getFileUserMetadata", "getDirectoryUserMetadata", "resolveDataset", "getDatasetFiles",
+                    *CONTRACT_READ_METHODS]
     WRITE_METHODS = [*FileCatalogClientBase.WRITE_METHODS, "addFile", "addReplica", "removeReplica", "removeFile",
                      "createDirectory", "removeDirectory", "setMetadata", "setMetadataBulk", "removeMetadata",
-                     "createDataset", "removeDataset", "freezeDataset", "releaseDataset"]
+                     "createDataset", "removeDataset", "freezeDataset", "releaseDataset", *CONTRACT_WRITE_METHODS]
     NO_LFN_METHODS = [*FileCatalogClientBase.NO_LFN_METHODS, "getMetadataFields", "findFilesByMetadata",
                       "getCompatibleMetadata", "findFilesByMetadataWeb", "setMetadata", "setMetadataBulk",
-                      "removeMetadata", "getFileUserMetadata", "getDirectoryUserMetadata"]
-    ADMIN_METHODS = list(FileCatalogClientBase.ADMIN_METHODS)
+                      "removeMetadata", "getFileUserMetadata", "getDirectoryUserMetadata", *CONTRACT_NO_LFN_METHODS]
+    ADMIN_METHODS = [*FileCatalogClientBase.ADMIN_METHODS, *CONTRACT_ADMIN_METHODS]
 
     def __init__(self, url=None, **options):
         super().__init__(url=url)
@@ -186,6 +228,20 @@ class RucioFileCatalogClient(FileCatalogClientBase):
         return S_OK(True)
 
     # ------------------------------------------------------------------------------------------- reads
+    def hasAccess(self, paths, opType, **kwargs):
+        """Read operations: allowed (Rucio checks its permissions itself). Writing operations: what the server would
+        refuse is a Failed entry naming the problem and the remedy; when every path is refused the call is an
+        S_ERROR with those reasons, because DataManager (putAndRegister, before uploading any byte) reports only
+        the S_ERROR's message, not Failed entries."""
+        if opType not in self.WRITE_METHODS and opType not in ("putAndRegister", "replicateAndRegister"):
+            return super().hasAccess(paths, opType)
+        result = lfn_method(lambda self, items: self.catalog.write_access(items, opType))(self, paths)
+        if result["OK"] and result["Value"]["Failed"] and not result["Value"]["Successful"]:
+            reasons = list(result["Value"]["Failed"].values())
+            more = f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else ""
+            return S_ERROR(errno.EINVAL, f"{opType} refused: {'; '.join(map(str, reasons[:3]))}{more}")
+        return result
+
     @lfn_method
     def exists(self, lfns):
         return self.catalog.exists(lfns)
@@ -317,3 +373,78 @@ class RucioFileCatalogClient(FileCatalogClientBase):
         if path in result.failed:
             return S_ERROR(result.failed[path])
         return S_OK(result.successful[path])
+
+    # ------------------------------------------------------------------------------------------- provenance
+    @lfn_method
+    def getFileAncestors(self, lfns, depths=1):
+        """``{lfn: {ancestor: depth}}`` at the given depths (int or list; empty: all), from Rucio's ``Parents``."""
+        return self.catalog.file_ancestors(lfns, depths)
+
+    @lfn_method
+    def getFileDescendents(self, lfns, depths=1):
+        return self.catalog.file_descendants(lfns, depths)
+
+    @lfn_method
+    def addFileAncestors(self, lfns):
+        """``{lfn: {"Ancestors": [lfns]}}``: added to the file's ``Parents`` in Rucio."""
+        return self.catalog.add_file_ancestors(lfns)
+
+    # ------------------------------------------------------------------------------------------- look-ups
+    @lfn_method
+    def getFileDetails(self, lfns):
+        return self.catalog.file_details(lfns)
+
+    def getLFNForGUID(self, guids, **kwargs):
+        """``{guid: lfn}``; a GUID no file carries is a Failed entry."""
+        guids = [guids] if isinstance(guids, str) else list(guids or [])
+        return lfn_method(lambda self, items: self.catalog.lfns_for_guids(items))(self, guids)
+
+    @lfn_method
+    def getLFNForPFN(self, pfns):
+        return self.catalog.lfns_for_pfns(pfns)
+
+    @plain_method
+    def getSEDump(self, seNames, outputFilename=None):
+        """``[(SE, lfn, adler32, size)]`` of the replicas pinned at the SEs; with ``outputFilename`` also written
+        there as ``SE|lfn|checksum|size`` lines (the DFC's format)."""
+        rows = self.catalog.se_dump([seNames] if isinstance(seNames, str) else list(seNames))
+        if outputFilename:
+            with open(outputFilename, "w") as output:
+                output.writelines(f"{se}|{lfn}|{checksum}|{size}\n" for se, lfn, checksum, size in rows)
+        return rows
+
+    # ------------------------------------------------------------------------------------------- status
+    @lfn_method
+    def setReplicaStatus(self, lfns):
+        """``{lfn: {"SE", "Status"}}`` onto Rucio replica states (KM3DIRAC.core.catalog_replica_status)."""
+        return self.catalog.set_replica_status(lfns)
+
+    @lfn_method
+    def setFileStatus(self, lfns):
+        """``{lfn: status}``: the status of every replica of the file."""
+        return self.catalog.set_file_status(lfns)
+
+    def setReplicaProblematic(self, lfns, revert=False, **kwargs):
+        """``{lfn: {se: pfn}}`` -> Trash (AprioriGood with ``revert``); ``{lfn: [SEs]}`` / ``Failed {lfn: {se: msg}}``
+        as DIRAC's DFC client returns it."""
+        normalised, original, bad = _lfn_keys(lfns)
+        status = "AprioriGood" if revert else "Trash"
+        pairs = {lfn: ([ses] if isinstance(ses, str) else list(ses or [])) for lfn, ses in normalised.items()}
+        successful: dict[str, list] = {}
+        failed: dict[str, Any] = {key: {"": reason} for key, reason in bad.items()}
+        for index in range(max((len(ses) for ses in pairs.values()), default=0)):
+            batch = {lfn: {"SE": ses[index], "Status": status} for lfn, ses in pairs.items() if index < len(ses)}
+            result = self.setReplicaStatus(batch)
+            if not result["OK"]:
+                for lfn, info in batch.items():
+                    failed.setdefault(original[lfn], {})[info["SE"]] = result["Message"]
+                continue
+            for lfn in result["Value"]["Successful"]:
+                successful.setdefault(original[lfn], []).append(batch[lfn]["SE"])
+            for lfn, reason in result["Value"]["Failed"].items():
+                failed.setdefault(original[lfn], {})[batch[lfn]["SE"]] = reason
+        return S_OK({"Successful": successful, "Failed": failed})
+
+
+for _name, _reason in NOT_CARRIED.items():
+    setattr(RucioFileCatalogClient, _name, not_carried(_name, _reason))
