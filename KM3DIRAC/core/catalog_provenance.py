@@ -14,6 +14,7 @@ exactly).
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -216,7 +217,8 @@ class CatalogProvenance(CatalogWrites):
             wanted[guid.strip("{}").replace("-", "").lower()] = guid
         for scope in sorted(self.validator.scopes.all()) if wanted else []:
             for chunk in chunks(list(wanted), GUID_QUERY_CHUNK):
-                names = self._list_dids(scope, [{"guid": g} for g in chunk], "file")
+                # dashed: Rucio's filter engine would read an all-digit hex GUID as a number (DatabaseException)
+                names = self._list_dids(scope, [{"guid": str(uuid.UUID(g))} for g in chunk], "file")
                 for did, meta in self.did_metadata(DID(scope, name) for name in names).items():
                     key = str(meta.get("guid") or "").replace("-", "").lower()
                     if key in wanted:

@@ -264,7 +264,9 @@ class CatalogReads:
             if lfn in result.failed:
                 continue
             listed = replicas.successful.get(lfn, {})  # removed replicas have no status: they are gone
-            wanted_ses = [wanted] if isinstance(wanted, str) else list(wanted or listed)
+            wanted_ses = [wanted] if isinstance(wanted, str) else list(wanted if isinstance(wanted, (dict, list, tuple,
+                                                                                                 set)) and wanted
+                                                                       else listed)
             per_se = {}
             for se in wanted_ses:
                 if se in listed and se in states.get(lfn, {}):

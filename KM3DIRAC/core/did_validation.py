@@ -7,8 +7,8 @@ only the good ones.
 
 Checked: the LFN form (:class:`KM3DIRAC.core.lfn.LFNMapper`: namespace, ``..``/``//``, scope pattern, lengths), the
 characters Rucio's DID name schema allows (``rucio.common.schema.generic.NAME``) and that the scope exists (one
-``list_scopes`` call, cached for :data:`SCOPE_CACHE_SECONDS`; an unknown scope is looked up again once the cache is
-older than :data:`SCOPE_RECHECK_SECONDS`, so a scope created a moment ago is found).
+``list_scopes`` call, cached for :data:`SCOPE_CACHE_SECONDS`; a call naming a scope the cache does not hold lists
+the scopes again, so a scope created a moment ago is found).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from KM3DIRAC.core.errors import InvalidLFNError
 from KM3DIRAC.core.lfn import DID, LFNMapper
 
 SCOPE_CACHE_SECONDS = 60.0
-SCOPE_RECHECK_SECONDS = 1.0
 # rucio/common/schema/generic.py NAME (Rucio 41): what the server's "dids" schema accepts
 GENERIC_NAME_PATTERN = r"^[/A-Za-z0-9][/A-Za-z0-9\.\-_]*$"
 NAME_ALLOWED = "letters, digits and / . - _ (a letter, digit or / first)"
@@ -48,10 +47,9 @@ def missing_scope_message(lfn: str, scope: str, account: str | None) -> str:
 class ScopeCache:
     """The scopes of one Rucio server, listed at most once per :data:`SCOPE_CACHE_SECONDS` (thread-safe)."""
 
-    def __init__(self, client: Any, ttl: float = SCOPE_CACHE_SECONDS, recheck: float = SCOPE_RECHECK_SECONDS) -> None:
+    def __init__(self, client: Any, ttl: float = SCOPE_CACHE_SECONDS) -> None:
         self.client = client
         self.ttl = ttl
-        self.recheck = recheck
         self._scopes: frozenset[str] = frozenset()
         self._listed_at = float("-inf")
         self._lock = threading.Lock()
@@ -64,9 +62,11 @@ class ScopeCache:
         """The subset of ``scopes`` that exist on the server."""
         wanted = set(scopes)
         with self._lock:
-            age = time.monotonic() - self._listed_at
-            if age > self.ttl or (not wanted <= self._scopes and age > self.recheck):
+            refreshed = time.monotonic() - self._listed_at > self.ttl
+            if refreshed:
                 self._refresh()
+            if not wanted <= self._scopes and not refreshed:
+                self._refresh()  # created since the last listing? (a scope really missing costs one more call)
             return wanted & self._scopes
 
     def all(self) -> frozenset[str]:

@@ -183,8 +183,16 @@ CONTRACT_ADMIN_METHODS = ["addUser", "deleteUser", "addGroup", "deleteGroup", "g
 
 
 def not_carried(name: str, reason: str):
+    """A method answering that Rucio cannot carry it: an S_ERROR; for read methods taking LFNs each LFN is a Failed
+    entry instead, because DIRAC's FileCatalog replaces a read method's S_ERROR by "Failed to perform ... from any
+    catalog" and the reason would be lost."""
+    message = f"{name}: not supported by KM3DIRAC's Rucio catalog: {reason}"
+
     def method(self, *args, **kwargs):
-        return S_ERROR(errno.EOPNOTSUPP, f"{name}: not supported by KM3DIRAC's Rucio catalog: {reason}")
+        if name in CONTRACT_READ_METHODS and args:
+            keys, _, bad = _lfn_keys(args[0])
+            return S_OK({"Successful": {}, "Failed": {**dict.fromkeys(keys, message), **bad}})
+        return S_ERROR(errno.EOPNOTSUPP, message)
 
     method.__name__ = name
     method.__doc__ = f"Not carried by Rucio: {reason}."
@@ -230,16 +238,15 @@ class RucioFileCatalogClient(FileCatalogClientBase):
     # ------------------------------------------------------------------------------------------- reads
     def hasAccess(self, paths, opType, **kwargs):
         """Read operations: allowed (Rucio checks its permissions itself). Writing operations: what the server would
-        refuse is a Failed entry naming the problem and the remedy; when every path is refused the call is an
-        S_ERROR with those reasons, because DataManager (putAndRegister, before uploading any byte) reports only
-        the S_ERROR's message, not Failed entries."""
+        refuse is a Failed entry naming the problem and the remedy, also logged as a warning: DataManager
+        (putAndRegister asks this before uploading any byte) answers only "Write access not permitted" and DIRAC's
+        FileCatalog drops a read method's S_ERROR message, so the log is where a command's user reads why."""
         if opType not in self.WRITE_METHODS and opType not in ("putAndRegister", "replicateAndRegister"):
             return super().hasAccess(paths, opType)
         result = lfn_method(lambda self, items: self.catalog.write_access(items, opType))(self, paths)
-        if result["OK"] and result["Value"]["Failed"] and not result["Value"]["Successful"]:
-            reasons = list(result["Value"]["Failed"].values())
-            more = f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else ""
-            return S_ERROR(errno.EINVAL, f"{opType} refused: {'; '.join(map(str, reasons[:3]))}{more}")
+        if result["OK"]:
+            for reason in result["Value"]["Failed"].values():
+                log.warn(f"{opType} refused", str(reason))
         return result
 
     @lfn_method
