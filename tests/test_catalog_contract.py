@@ -337,23 +337,55 @@ def test_guid_pfn_details_and_se_dump(fc, dm, run_command, scope_factory, local_
     assert f"KM3-DISK-1|{lfn}|{details['Checksum']}|1234" in dump_file.read_text().splitlines()
 
 
-def test_file_commands_end_without_tracebacks(fc, dm, run_command, scope_factory, local_file, tmp_path):
-    """dirac-dms-lfn-metadata, -lfn-accessURL, -get-file, -replicate-lfn, -remove-files on a file."""
+def test_dirac_dms_lfn_metadata_of_a_file(fc, run_command, scope_factory):
     scope = scope_factory()
-    source = local_file(size=777)
-    lfn = f"/km3net/{scope}/commands/{source.name}"
-    assert lfn in _ok(dm.putAndRegister(lfn, str(source), "KM3-DISK-1"))["Successful"]
-
+    lfn = f"/km3net/{scope}/meta/f.root"
+    _register(fc, [lfn], size=777)
     metadata = run_command("dirac-dms-lfn-metadata", lfn)
     assert metadata.returncode == 0 and "'Size': 777" in metadata.stdout, metadata.stdout + metadata.stderr
-    url = run_command("dirac-dms-lfn-accessURL", lfn, "KM3-DISK-1")
-    assert url.returncode == 0 and source.name in url.stdout, url.stdout + url.stderr
-    got = run_command("dirac-dms-get-file", lfn)
-    assert got.returncode == 0, got.stdout + got.stderr
-    assert (tmp_path / source.name).read_bytes() == source.read_bytes()
-    replicated = run_command("dirac-dms-replicate-lfn", lfn, "KM3-DISK-2")
-    assert replicated.returncode == 0 and "Traceback" not in replicated.stderr, replicated.stdout + replicated.stderr
-    assert sorted(_ok(fc.getReplicas(lfn))["Successful"][lfn]) == ["KM3-DISK-1", "KM3-DISK-2"]
-    removed = run_command("dirac-dms-remove-files", lfn)
-    assert removed.returncode == 0 and "Traceback" not in removed.stderr, removed.stdout + removed.stderr
-    assert _ok(fc.exists(lfn))["Successful"][lfn] is False
+
+
+@pytest.mark.sandbox
+def test_file_commands_on_the_sandbox(local_sandbox, tmp_path):
+    """dirac-dms-add-file, -lfn-accessURL, -get-file, -replicate-lfn, -lfn-replicas, -remove-files as the sandbox's
+    user (real ResourceStatus and StorageElements: the in-process harness has no ResourceStatus for commands)."""
+    import uuid
+
+    scope = f"t{uuid.uuid4().hex[:12]}"
+    seed = tmp_path / "seed.root"
+    seed.write_bytes(os.urandom(100))
+    local_sandbox.dirac_client("upload-km3net-file", scope, f"/km3net/{scope}/seed/seed.root", str(seed),
+                               "KM3-DISK-1")  # creates the scope, as a Rucio admin would
+    source = tmp_path / "payload.root"
+    source.write_bytes(os.urandom(777))
+    lfn = f"/km3net/{scope}/commands/payload.root"
+
+    def run(*command):
+        done = local_sandbox.run(*command, cwd=tmp_path / "work", timeout=180)
+        assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+        return done
+
+    (tmp_path / "work").mkdir()
+    added = run("dirac-dms-add-file", lfn, str(source), "KM3-DISK-1")
+    assert added.returncode == 0 and "Successfully uploaded" in added.stdout, added.stdout + added.stderr
+    url = run("dirac-dms-lfn-accessURL", lfn, "KM3-DISK-1")
+    assert url.returncode == 0 and "payload.root" in url.stdout, url.stdout + url.stderr
+    got = run("dirac-dms-get-file", lfn)
+    assert got.returncode == 0 and (tmp_path / "work" / "payload.root").read_bytes() == source.read_bytes()
+    replicated = run("dirac-dms-replicate-lfn", lfn, "KM3-DISK-2")
+    assert replicated.returncode == 0, replicated.stdout + replicated.stderr
+    both = run("dirac-dms-lfn-replicas", lfn)
+    assert "KM3-DISK-1" in both.stdout and "KM3-DISK-2" in both.stdout, both.stdout + both.stderr
+    run("dirac-dms-remove-replicas", lfn, "KM3-DISK-2")
+    one = run("dirac-dms-lfn-replicas", lfn)
+    assert "KM3-DISK-1" in one.stdout and "KM3-DISK-2" not in one.stdout, one.stdout + one.stderr
+    removed = run("dirac-dms-remove-files", lfn)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    gone = run("dirac-dms-lfn-replicas", lfn)
+    assert "KM3-DISK-1" not in gone.stdout, gone.stdout + gone.stderr
+
+    missing = f"nosuch{uuid.uuid4().hex[:8]}"
+    refused = run("dirac-dms-add-file", f"/km3net/{missing}/raw/payload.root", str(source), "KM3-DISK-1")
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and f"scope '{missing}' does not exist" in output, output
+    assert "Successfully uploaded" not in output
