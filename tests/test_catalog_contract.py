@@ -389,3 +389,42 @@ def test_file_commands_on_the_sandbox(local_sandbox, tmp_path):
     output = refused.stdout + refused.stderr
     assert refused.returncode != 0 and f"scope '{missing}' does not exist" in output, output
     assert "Successfully uploaded" not in output
+
+
+def _needs_plugin_method(name: str) -> None:
+    from KM3DIRAC.Resources.Catalog.RucioFileCatalogClient import RucioFileCatalogClient
+
+    if not RucioFileCatalogClient.hasCatalogMethod(name):
+        pytest.skip(f"needs {name} (directory branch of issue 10)")
+
+
+def test_dirac_dms_user_lfns(fc, run_command, scope_factory, tmp_path):
+    """Issue 10: dirac-dms-user-lfns ended in a traceback (it asks getDirectoryDump)."""
+    _needs_plugin_method("getDirectoryDump")
+    scope = scope_factory()
+    lfns = sorted([f"/km3net/{scope}/user/k/km3user/a.root", f"/km3net/{scope}/user/k/km3user/sub/b.root"])
+    _register(fc, lfns)
+    done = run_command("dirac-dms-user-lfns", "-b", f"/km3net/{scope}/user/k/km3user")
+    assert done.returncode == 0 and "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+    listing = tmp_path / f"km3net-{scope}-user-k-km3user.lfns"
+    assert sorted(listing.read_text().split()) == lfns, done.stdout
+
+
+@pytest.mark.sandbox
+def test_dirac_dms_clean_directory_on_the_sandbox(local_sandbox, tmp_path):
+    """Issue 10: dirac-dms-clean-directory ended in a traceback (it asks getDirectoryDump)."""
+    import uuid
+
+    _needs_plugin_method("getDirectoryDump")
+    scope = f"t{uuid.uuid4().hex[:12]}"
+    source = tmp_path / "f.root"
+    source.write_bytes(os.urandom(50))
+    for name in ("a.root", "b.root"):
+        local_sandbox.dirac_client("upload-km3net-file", scope, f"/km3net/{scope}/clean/{name}", str(source),
+                                   "KM3-DISK-1")
+    cleaned = local_sandbox.run("dirac-dms-clean-directory", f"/km3net/{scope}/clean", timeout=180)
+    assert cleaned.returncode == 0 and "Traceback" not in cleaned.stdout + cleaned.stderr, (
+        cleaned.stdout + cleaned.stderr)
+    for name in ("a.root", "b.root"):
+        left = local_sandbox.run("dirac-dms-lfn-replicas", f"/km3net/{scope}/clean/{name}")
+        assert "KM3-DISK-1" not in left.stdout and "No such file" in left.stdout + left.stderr, left.stdout
