@@ -102,6 +102,39 @@ def test_every_dfc_method_is_implemented_not_an_rpc(dirac_cs, name):
     assert owner.__module__.startswith("KM3DIRAC") or name in ("hasAccess", "getPathPermissions"), owner
 
 
+def test_every_listed_method_answers_a_call(dirac_cs):
+    """Each method the plugin lists, called with a harmless argument (an absent file, or a name Rucio refuses for
+    writing methods, so nothing is written), answers a DIRAC result: never an exception, never an RPC."""
+    from DIRAC.Resources.Catalog.FileCatalogFactory import FileCatalogFactory
+
+    catalog = FileCatalogFactory().createCatalog("RucioFileCatalog")["Value"]
+    absent, refused = "/km3net/km3test/contract/absent.root", "/km3net/km3test/contract/not allowed.root"
+    arguments = {
+        "hasAccess": (absent, "addFile"), "getMetadataFields": (), "findFilesByMetadata": ({"run_number": 1},
+                                                                                             "/km3net/km3test"),
+        "getCompatibleMetadata": ({"run_number": 1}, "/km3net/km3test"),
+        "findFilesByMetadataWeb": ({"run_number": 1}, "/km3net/km3test", 0, 10),
+        "setMetadata": (refused, {"run_number": 1}), "setMetadataBulk": ({refused: {"run_number": 1}},),
+        "removeMetadata": ({refused: ["run_number"]},), "getLFNForGUID": ("8F3C2B1A-0D4E-4F5A-9B6C-7D8E9F0A1B2C",),
+        "getSEDump": ("KM3-DISK-1",), "getFileAncestors": (absent, 1), "getFileDescendents": (absent, 1),
+        "setReplicaProblematic": ({refused: {"KM3-DISK-1": ""}},), "getUsers": (), "getGroups": (),
+        "getCatalogCounters": (), "repairCatalog": (), "rebuildDirectoryUsage": (),
+        "addUser": ("u",), "deleteUser": ("u",), "addGroup": ("g",), "deleteGroup": ("g",),
+    }
+    writes = set(catalog.WRITE_METHODS)
+    for name in sorted(set(catalog.READ_METHODS + catalog.WRITE_METHODS + catalog.NO_LFN_METHODS
+                           + catalog.ADMIN_METHODS)):
+        args = arguments.get(name, (refused,) if name in writes else (absent,))
+        result = getattr(catalog, name)(*args)
+        assert isinstance(result, dict) and "OK" in result, (name, result)
+        if not result["OK"]:
+            assert "URL for service" not in result["Message"] and "Traceback" not in result["Message"], (name, result)
+            continue
+        value = result["Value"]
+        if isinstance(value, dict) and "Successful" in value and isinstance(args[0], str) and name != "getLFNForGUID":
+            assert args[0] in value["Successful"] or args[0] in value["Failed"], (name, result)
+
+
 def test_methods_rucio_cannot_carry_answer_a_clear_error(fc):
     from KM3DIRAC.Resources.Catalog.RucioFileCatalogClient import NOT_CARRIED
 
@@ -182,6 +215,51 @@ def test_add_file_into_a_missing_scope_fails_before_uploading(dm, run_command, d
     assert added.returncode != 0 and "Traceback" not in output, output
     assert f"scope '{missing}' does not exist" in output and f"rucio scope add {missing}" in output, output
     assert not any(list(storage.directory.rglob(source.name)) for storage in dirac_storages)
+
+
+def test_dirac_leaves_the_bytes_when_registration_fails_after_the_upload(dm, fc, scope_factory, local_file,
+                                                                          tmp_path):
+    """What DIRAC 9.1.22's DataManager.putAndRegister does when the catalog refuses the registration after the
+    upload (here: a StorageElement with no Rucio RSE, which hasAccess cannot know, it is not given the SE): the call
+    is S_OK with the LFN in Failed ("register"), the bytes stay on the storage, and the catalog does not list the
+    file. This is why KM3DIRAC's hasAccess refuses before the upload whatever it can know."""
+    from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
+    from diraccfg import CFG
+
+    from KM3DIRAC.sandbox.dirac_inprocess import answer_resource_status_in_process
+
+    directory = tmp_path / "no-rucio-rse"
+    directory.mkdir()
+    gConfigurationData.mergeWithLocal(CFG().loadFromBuffer(f"""Resources
+{{
+  StorageElements
+  {{
+    NO-RUCIO-DISK
+    {{
+      BackendType = local
+      File
+      {{
+        Host =
+        PluginName = File
+        Protocol = file
+        Path = {directory}
+        Access = remote
+      }}
+    }}
+  }}
+}}
+"""))
+    answer_resource_status_in_process(["KM3-DISK-1", "KM3-DISK-2", "NO-RUCIO-DISK"])
+    scope = scope_factory()
+    source = local_file()
+    lfn = f"/km3net/{scope}/orphan/{source.name}"
+    result = _ok(dm.putAndRegister(lfn, str(source), "NO-RUCIO-DISK"))
+    assert "register" in result["Failed"][lfn] and "put" in result["Successful"][lfn], result
+    stored = directory / lfn.lstrip("/")
+    assert stored.read_bytes() == source.read_bytes()  # DIRAC does not remove what it uploaded
+    assert _ok(fc.exists(lfn))["Successful"][lfn] is False
+    registered = _ok(fc.addFile({lfn: _entry(se="NO-RUCIO-DISK")}))
+    assert "NO-RUCIO-DISK" in _failed(registered, lfn)  # the reason DIRAC's putAndRegister does not show
 
 
 def test_has_access_for_writing_names_each_refused_path(fc, scope_factory):

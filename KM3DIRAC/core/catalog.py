@@ -55,7 +55,10 @@ class RucioCatalog(CatalogProvenance, CatalogReplicaStatus):
         what the server would refuse (LFN form, DID name schema, missing scope with its remedy, closed dataset).
         DataManager asks this before it uploads bytes."""
         result = Bulk()
-        dids = self.resolve_for_write(lfns, result)
+        if operation.startswith("remove"):
+            dids = self.resolve(lfns, result)  # removing from a scope that does not exist: nothing there, allowed
+        else:
+            dids = self.resolve_for_write(lfns, result)
         if operation in ("addFile", "putAndRegister") and dids:
             parents = {lfn: DID(did.scope, self.mapper.parent(did.name)) for lfn, did in dids.items()
                        if self.mapper.scope_of_directory(self.mapper.parent(did.name)) is None}
