@@ -146,8 +146,7 @@ def test_methods_rucio_cannot_carry_answer_a_clear_error(fc):
              "setDirectoryStatus": ({"/km3net/km3test/some": "Frozen"},), "repairCatalog": (),
              "rebuildDirectoryUsage": (), "addDataset": ({"/km3net/km3test/ds": {"run_number": 1}},),
              "updateDataset": ("/km3net/km3test/ds",), "addDatasetAnnotation": ({"/km3net/km3test/ds": "x"},),
-             "checkDataset": ("/km3net/km3test/ds",), "getDatasets": ("/km3net/km3test/ds",),
-             "getDatasetParameters": ("/km3net/km3test/ds",), "getDatasetAnnotation": ("/km3net/km3test/ds",)}
+             "checkDataset": ("/km3net/km3test/ds",), "getDatasetAnnotation": ("/km3net/km3test/ds",)}
     assert set(calls) <= set(NOT_CARRIED)
     for name, args in calls.items():
         result = getattr(fc, name)(*args)
@@ -405,6 +404,12 @@ def test_guid_pfn_details_and_se_dump(fc, dm, run_command, scope_factory, local_
     details = _ok(fc.getFileDetails(lfn))["Successful"][lfn]
     assert details["Size"] == 1234 and details["GUID"] == guid
     assert details["Metadata"] == {"run_number": 5, "quality": "good"}
+
+    directory = f"/km3net/{scope}/look"
+    parameters = _ok(fc.getDatasetParameters(directory))["Successful"][directory]
+    assert (parameters["NumberOfFiles"], parameters["TotalSize"], parameters["Status"]) == (1, 1234, "Dynamic")
+    _ok(fc.freezeDataset(directory))
+    assert _ok(fc.getDatasets(directory))["Successful"][directory]["Status"] == "Frozen"
 
     url = _ok(fc.getReplicas(lfn))["Successful"][lfn]["KM3-DISK-1"]
     assert _ok(fc.getLFNForPFN(url))["Successful"] == {url: lfn}

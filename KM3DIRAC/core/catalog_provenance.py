@@ -1,4 +1,4 @@
-"""Provenance and look-ups by other keys: ancestors/descendants, file details, GUID -> LFN, PFN -> LFN, SE dumps.
+"""Provenance and look-ups: ancestors/descendants, file details, GUID -> LFN, PFN -> LFN, SE dumps, dataset parameters.
 
 Provenance lives in Rucio as the free (JSON plugin) metadata key :data:`PARENTS_KEY` of each file: the LFNs (or
 ``scope:name`` DIDs) of its parents, comma separated. KM3DIRAC's job wrappers write it on every output
@@ -202,6 +202,27 @@ class CatalogProvenance(CatalogWrites):
             user = {k: v for k, v in metadata[did].items() if k in USER_COLUMN_KEYS and v is not None}
             user.update(free.get(did, {}))
             result.successful[lfn] = {**self._dirac_file_metadata(did, metadata[did]), "Metadata": user}
+        return result
+
+    def dataset_parameters(self, lfns: dict[str, Any]) -> Bulk:
+        """DFC ``getDatasetParameters`` on Rucio datasets (directories holding files): size, file count, status
+        (``Frozen`` once closed, ``Dynamic`` while open), dates, owner account."""
+        result, dids, metadata = self.lookup(lfns)
+        for lfn, did in dids.items():
+            meta = metadata.get(did)
+            if meta is None:
+                result.failed[lfn] = NO_SUCH_FILE
+            elif meta["did_type"] != "DATASET":
+                result.failed[lfn] = f"{lfn} is a {meta['did_type']}, not a dataset (a directory holding files)"
+            else:
+                # Rucio fills a dataset's bytes/length columns only when it is closed: counted from its files
+                files = list(self.client.list_files(did.scope, did.name))
+                result.successful[lfn] = {
+                    "DatasetName": lfn, "MetaQuery": None, "TotalSize": sum(f.get("bytes") or 0 for f in files),
+                    "NumberOfFiles": len(files), "Status": "Dynamic" if meta.get("is_open") else "Frozen",
+                    "CreationDate": meta.get("created_at"), "ModificationDate": meta.get("updated_at"),
+                    "Owner": meta.get("account"), "OwnerGroup": meta.get("account"),
+                }
         return result
 
     def lfns_for_guids(self, guids: Iterable[Any]) -> Bulk:

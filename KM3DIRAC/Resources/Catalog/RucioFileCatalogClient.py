@@ -163,8 +163,7 @@ NOT_CARRIED = {
     "setDirectoryStatus": "Rucio collections have no status; close a run dataset with freezeDataset",
     **dict.fromkeys(("repairCatalog", "rebuildDirectoryUsage", "getCatalogCounters"),
                     "Rucio keeps its own counters and usage (its abacus daemons; `rucio rse usage`)"),
-    **dict.fromkeys(("addDataset", "updateDataset", "checkDataset", "getDatasets", "getDatasetParameters",
-                     "addDatasetAnnotation", "getDatasetAnnotation"),
+    **dict.fromkeys(("addDataset", "updateDataset", "checkDataset", "addDatasetAnnotation", "getDatasetAnnotation"),
                     "DFC metadata-query datasets are not carried: a KM3DIRAC dataset is a Rucio dataset, the "
                     "directory holding a run's files (createDataset, freezeDataset, getDatasetFiles, "
                     "resolveDataset)"),
@@ -419,6 +418,15 @@ class RucioFileCatalogClient(FileCatalogClientBase):
             with open(outputFilename, "w") as output:
                 output.writelines(f"{se}|{lfn}|{checksum}|{size}\n" for se, lfn, checksum, size in rows)
         return rows
+
+    @lfn_method
+    def getDatasetParameters(self, lfns):
+        """Rucio datasets (directories holding files): size, files, ``Frozen``/``Dynamic``, dates."""
+        return self.catalog.dataset_parameters(lfns)
+
+    @lfn_method
+    def getDatasets(self, lfns):
+        return self.catalog.dataset_parameters(lfns)
 
     # ------------------------------------------------------------------------------------------- status
     @lfn_method
