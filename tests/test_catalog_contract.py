@@ -481,13 +481,25 @@ def _needs_plugin_method(name: str) -> None:
         pytest.skip(f"needs {name} (directory branch of issue 10)")
 
 
-def test_dirac_dms_user_lfns(fc, run_command, scope_factory, tmp_path):
-    """Issue 10: dirac-dms-user-lfns ended in a traceback (it asks getDirectoryDump)."""
+@pytest.mark.sandbox
+def test_dirac_dms_user_lfns_on_the_sandbox(local_sandbox, tmp_path):
+    """Issue 10: dirac-dms-user-lfns ended in a traceback (it asks getDirectoryDump; it needs a proxy: sandbox)."""
+    import uuid
+
     _needs_plugin_method("getDirectoryDump")
-    scope = scope_factory()
-    lfns = sorted([f"/km3net/{scope}/user/k/km3user/a.root", f"/km3net/{scope}/user/k/km3user/sub/b.root"])
-    _register(fc, lfns)
-    done = run_command("dirac-dms-user-lfns", "-b", f"/km3net/{scope}/user/k/km3user")
+    scope = f"t{uuid.uuid4().hex[:12]}"
+    seed = tmp_path / "seed.root"
+    seed.write_bytes(os.urandom(20))
+    local_sandbox.dirac_client("upload-km3net-file", scope, f"/km3net/{scope}/seed/seed.root", str(seed),
+                               "KM3-DISK-1")  # creates the scope
+    home = f"/km3net/{scope}/user/k/km3user"
+    lfns = sorted([f"{home}/run1/a.root", f"{home}/run2/b.root"])
+    for index, lfn in enumerate(lfns):
+        local = tmp_path / f"local{index}.root"
+        local.write_bytes(os.urandom(30))  # dirac-dms-add-file derives the GUID from the content: one per file
+        added = local_sandbox.run("dirac-dms-add-file", lfn, str(local), "KM3-DISK-1", cwd=tmp_path, timeout=180)
+        assert added.returncode == 0, added.stdout + added.stderr
+    done = local_sandbox.run("dirac-dms-user-lfns", "-b", home, cwd=tmp_path, timeout=180)
     assert done.returncode == 0 and "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
     listing = tmp_path / f"km3net-{scope}-user-k-km3user.lfns"
     assert sorted(listing.read_text().split()) == lfns, done.stdout
