@@ -171,7 +171,9 @@ def test_bad_lfns_never_fail_a_bulk_registration(fc, rucio_client, scope_factory
     bad_run = f"/km3net/{scope}/mixed/badrun.root"
     bad_guid = f"/km3net/{scope}/mixed/badguid.root"
     long_campaign = f"/km3net/{scope}/mixed/campaign.root"
+    no_rse = f"/km3net/{scope}/mixed/nowhere.root"
     entries = {lfn: _entry() for lfn in good}
+    entries[no_rse] = _entry(se="NO-SUCH-RSE")
     entries.update({spaces: _entry(), plus: _entry(), no_scope: _entry(),
                     bad_run: _entry(Meta={"run_number": "twelve"}), bad_guid: _entry(GUID="not-a-guid"),
                     long_campaign: _entry(Meta={"campaign": "c" * 60})})
@@ -184,6 +186,7 @@ def test_bad_lfns_never_fail_a_bulk_registration(fc, rucio_client, scope_factory
     assert "run_number must be an integer" in _failed(value, bad_run)
     assert "not a GUID" in _failed(value, bad_guid)
     assert "holds 50" in _failed(value, long_campaign)
+    assert "NO-SUCH-RSE is not a Rucio RSE" in _failed(value, no_rse)
     listed = set(rucio_client.list_dids(scope, [{"name": f"/km3net/{scope}/mixed/*"}], did_type="file"))
     assert listed == set(good)
 
@@ -258,7 +261,8 @@ def test_dirac_leaves_the_bytes_when_registration_fails_after_the_upload(dm, fc,
     assert stored.read_bytes() == source.read_bytes()  # DIRAC does not remove what it uploaded
     assert _ok(fc.exists(lfn))["Successful"][lfn] is False
     registered = _ok(fc.addFile({lfn: _entry(se="NO-RUCIO-DISK")}))
-    assert "NO-RUCIO-DISK" in _failed(registered, lfn)  # the reason DIRAC's putAndRegister does not show
+    # the reason DIRAC's putAndRegister does not show
+    assert "NO-RUCIO-DISK is not a Rucio RSE" in _failed(registered, lfn)
 
 
 def test_has_access_for_writing_names_each_refused_path(fc, scope_factory):

@@ -17,7 +17,7 @@ from typing import Any
 
 from KM3DIRAC.core.catalog_reads import COLLECTIONS, FILE, NO_SUCH_FILE, Bulk, CatalogReads, chunks
 from KM3DIRAC.core.checksums import normalise_adler32
-from KM3DIRAC.core.did_validation import guid_problem, metadata_problem
+from KM3DIRAC.core.did_validation import guid_problem, metadata_problem, missing_rse_message, rse_cache_for
 from KM3DIRAC.core.lfn import DID
 
 log = logging.getLogger(__name__)
@@ -246,6 +246,7 @@ class CatalogWrites(CatalogReads):
                 result.failed[lfn] = problem
             else:
                 records[lfn] = record
+        self._drop_unknown_rses(records, result)
         existing = self.did_metadata((records[lfn]["did"] for lfn in records), include_removed=True)
         visible = self.did_metadata(did for did in existing)
         new_records = {}
@@ -267,6 +268,12 @@ class CatalogWrites(CatalogReads):
         self._register(new_records, result)
         self._add_replicas_of_existing(already, result)
         return result
+
+    def _drop_unknown_rses(self, records: dict[str, dict], result: Bulk) -> None:
+        """Records whose SE is no Rucio RSE become Failed entries naming the remedy (checked before any write)."""
+        known = rse_cache_for(self.client).existing(record["rse"] for record in records.values())
+        for lfn in [lfn for lfn, record in records.items() if record["rse"] not in known]:
+            result.failed[lfn] = missing_rse_message(lfn, records.pop(lfn)["rse"])
 
     def _file_record(self, lfn: str, did: DID, info: Any) -> tuple[dict, str | None]:
         if not isinstance(info, dict):
@@ -427,6 +434,7 @@ class CatalogWrites(CatalogReads):
                 continue
             meta = metadata[did]
             records[lfn] = {"did": did, "bytes": meta["bytes"], "adler32": meta["adler32"], "rse": se, "meta": {}}
+        self._drop_unknown_rses(records, result)
         self._add_replica_records(records, result)
         return result
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from KM3DIRAC.core.errors import InvalidLFNError
 from KM3DIRAC.core.lfn import DID, LFNMapper
 
-SCOPE_CACHE_SECONDS = 60.0
+SCOPE_CACHE_SECONDS = 60.0  # scopes and RSE names
 # rucio/common/schema/generic.py NAME (Rucio 41): what the server's "dids" schema accepts
 GENERIC_NAME_PATTERN = r"^[/A-Za-z0-9][/A-Za-z0-9\.\-_]*$"
 NAME_ALLOWED = "letters, digits and / . - _ (a letter, digit or / first)"
@@ -81,8 +81,30 @@ class ScopeCache:
             self._listed_at = float("-inf")
 
 
+class RSECache(ScopeCache):
+    """The RSE names of one Rucio server, cached like the scopes."""
+
+    def _refresh(self) -> None:
+        self._scopes = frozenset(row["rse"] for row in self.client.list_rses())
+        self._listed_at = time.monotonic()
+
+
+def missing_rse_message(lfn: str, rse: str) -> str:
+    return (f"{lfn}: the StorageElement {rse} is not a Rucio RSE: KM3DIRAC registers a replica at the RSE of the "
+            f"same name (a Rucio administrator adds it with `rucio rse add {rse}`), or use an SE that has one")
+
+
 _caches: dict[int, ScopeCache] = {}
+_rse_caches: dict[int, RSECache] = {}
 _caches_lock = threading.Lock()
+
+
+def rse_cache_for(client: Any) -> RSECache:
+    with _caches_lock:
+        cache = _rse_caches.get(id(client))
+        if cache is None or cache.client is not client:
+            cache = _rse_caches[id(client)] = RSECache(client)
+        return cache
 
 
 def scope_cache_for(client: Any) -> ScopeCache:
