@@ -53,6 +53,7 @@ class LFNMapper:
             self._check_name(lfn, name)
             return DID(scope, name)
         self._check_path(lfn)
+        lfn = lfn.rstrip("/") or lfn  # a directory given as "D/" is D (the name "D/" is D's companion collection)
         parts = lfn.split("/")
         if len(parts) < 3 or parts[1] != self.vo:
             raise InvalidLFNError(f"{lfn}: LFNs must look like {self.root}/<scope>/... ")

@@ -154,6 +154,7 @@ class RucioFileCatalogClient(FileCatalogClientBase):
     # DFC conventions: the metadata methods are NO_LFN methods (called with their arguments as they are).
     READ_METHODS = [*FileCatalogClientBase.READ_METHODS, "isFile", "isDirectory", "getFileMetadata", "getFileSize",
                     "getReplicas", "getReplicaStatus", "listDirectory", "getDirectorySize", "getMetadataFields",
+                    "getDirectoryMetadata", "getDirectoryReplicas", "getDirectoryContents", "getDirectoryDump",
                     "findFilesByMetadata", "getCompatibleMetadata", "findFilesByMetadataWeb",
                     "getFileUserMetadata", "getDirectoryUserMetadata", "resolveDataset", "getDatasetFiles"]
     WRITE_METHODS = [*FileCatalogClientBase.WRITE_METHODS, "addFile", "addReplica", "removeReplica", "removeFile",
@@ -221,6 +222,22 @@ class RucioFileCatalogClient(FileCatalogClientBase):
     @lfn_method
     def getDirectorySize(self, lfns, longOutput=False, rawFiles=False):
         return self.catalog.directory_size(lfns)
+
+    @lfn_method
+    def getDirectoryMetadata(self, lfns):
+        return self.catalog.directory_metadata(lfns)
+
+    @lfn_method
+    def getDirectoryReplicas(self, lfns, allStatus=False):
+        return self.catalog.directory_replicas(lfns, all_status=allStatus)
+
+    @lfn_method
+    def getDirectoryContents(self, lfns, verbose=False):
+        return self.catalog.list_directory(lfns, verbose=verbose)
+
+    @lfn_method
+    def getDirectoryDump(self, lfns):
+        return self.catalog.directory_dump(lfns)
 
     # ------------------------------------------------------------------------------------------- writes
     @lfn_method
