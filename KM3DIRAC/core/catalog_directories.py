@@ -116,9 +116,10 @@ class CatalogDirectories(CatalogReads):
 
     def _parent_directory(self, did: DID) -> DID | None:
         """The parent directory of a directory below the scope level; None at the scope level."""
-        if self._is_scope_level(did):
+        parent = self.mapper.parent(did.name)
+        if self._is_scope_level(did) or self.mapper.scope_of_directory(parent) is not None:
             return None
-        return DID(did.scope, self.mapper.parent(did.name))
+        return DID(did.scope, parent)
 
     # ------------------------------------------------------------------------------------------- creation
     def ensure_directories(self, needs: dict[DID, str]) -> tuple[dict[DID, DID], dict[DID, str]]:
@@ -134,7 +135,7 @@ class CatalogDirectories(CatalogReads):
             wanted[directory].add(role)
             for ancestor in self.mapper.ancestors(directory.name):
                 wanted[DID(directory.scope, ancestor)].add(SUBDIRS)
-        touched: list[DID] = []  # collections created or revived here: they get attached
+        touched: dict[DID, str] = {}  # collections created or revived here (and their types): they get attached
         problems: dict[DID, str] = {}
         states: dict[DID, DirectoryDIDs] = {}
         for _ in range(ENSURE_ROUNDS):
@@ -144,25 +145,29 @@ class CatalogDirectories(CatalogReads):
             to_revive: list[DID] = []
             for directory, roles in wanted.items():
                 state = states[directory]
-                for role in roles:
+                for role in sorted(roles):  # FILES first: a new directory for both is the DATASET D and D/
                     if role == SUBDIRS and self._is_scope_level(directory):
                         continue  # the scope itself holds its top directories
                     plan = self._plan_holder(state, role)
                     if isinstance(plan, str):
                         problems[directory] = plan
                     elif plan[1] == "create":
-                        to_create[plan[0]] = HOLDER_TYPE[role]
+                        target = plan[0]
+                        if to_create.get(target, HOLDER_TYPE[role]) != HOLDER_TYPE[role]:
+                            target = companion_of(state.did)
+                        to_create[target] = HOLDER_TYPE[role]
                     elif plan[1] == "revive":
                         to_revive.append(plan[0])
+                        touched[plan[0]] = HOLDER_TYPE[role]
             if not to_create and not to_revive:
                 break
             if to_create:
-                self._add_collections([{**did.as_dict(), "type": kind} for did, kind in to_create.items()])
-                touched.extend(to_create)
+                created = self._add_collections([{**did.as_dict(), "type": kind}
+                                                 for did, kind in sorted(to_create.items(), key=lambda i: str(i[0]))])
+                touched.update({did: kind for did, kind in to_create.items() if did in created})
             if to_revive:
                 self.client.set_dids_metadata_bulk([{**did.as_dict(), "meta": {"lifetime": None}}
                                                     for did in to_revive])
-                touched.extend(to_revive)
         else:
             states = self.directory_dids(wanted)
         self._attach_collections(touched, states)
@@ -209,17 +214,18 @@ class CatalogDirectories(CatalogReads):
         horizon = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) + REMOVED_MARGIN
         return expired_at is not None and expired_at <= horizon
 
-    def _attach_collections(self, collections: list[DID], states: dict[DID, DirectoryDIDs]) -> None:
+    def _attach_collections(self, collections: dict[DID, str], states: dict[DID, DirectoryDIDs]) -> None:
         """Attach new collections where the module docstring says: a companion DATASET inside its CONTAINER,
-        everything else in the parent's sub-directory holder (nothing at the scope level)."""
-        attachments: dict[DID, list[dict]] = defaultdict(list)
-        for collection in dict.fromkeys(collections):
+        everything else in the parent's sub-directory holder (nothing at the scope level). Rucio refuses datasets
+        and containers in one attachment to a container, so each parent gets one entry per type."""
+        attachments: dict[tuple[DID, str], list[dict]] = defaultdict(list)
+        for collection, kind in collections.items():
             directory = DID(collection.scope, directory_name(collection.name))
             state = states.get(directory)
             is_companion = collection.name.endswith("/")
             if is_companion and state is not None and state.primary is not None \
                     and state.primary["did_type"] == "CONTAINER":
-                attachments[directory].append(collection.as_dict())
+                attachments[(directory, kind)].append(collection.as_dict())
                 continue
             parent = self._parent_directory(directory)
             if parent is None:
@@ -228,26 +234,46 @@ class CatalogDirectories(CatalogReads):
             if parent_holder is None:
                 log.warning("%s: its parent %s has no container; left unattached", collection, parent)
                 continue
-            attachments[parent_holder].append(collection.as_dict())
-        if attachments:
-            self.client.attach_dids_to_dids(
-                [{"scope": p.scope, "name": p.name, "dids": children} for p, children in attachments.items()],
-                ignore_duplicate=True,
-            )
+            attachments[(parent_holder, kind)].append(collection.as_dict())
+        if not attachments:
+            return
+        from rucio.common.exception import RucioException
 
-    def _add_collections(self, collections: list[dict]) -> None:
+        entries = [{"scope": p.scope, "name": p.name, "dids": children} for (p, _), children in attachments.items()]
+        try:
+            self.client.attach_dids_to_dids(entries, ignore_duplicate=True)
+        except RucioException:
+            # a revived collection attached again by another client at the same moment: one by one, and what is
+            # attached meanwhile is taken as it is
+            for entry in entries:
+                for child in entry["dids"]:
+                    try:
+                        self.client.attach_dids_to_dids([{**entry, "dids": [child]}], ignore_duplicate=True)
+                    except RucioException as error:
+                        if "duplicate" not in str(error).lower():
+                            raise
+
+    def _add_collections(self, collections: list[dict]) -> set[DID]:
         """Create collections in one call; when another client created some meanwhile (two jobs of one run
-        registering at once), create the rest one by one and take the existing ones as they are."""
-        from rucio.common.exception import DataIdentifierAlreadyExists
+        registering at once), create the rest one by one and take the existing ones as they are. Returns the
+        collections this call created (the creator attaches them). Sorted by name, so that concurrent creations
+        lock in one order."""
+        from rucio.common.exception import DataIdentifierAlreadyExists, RucioException
 
         try:
             self.client.add_dids(collections)
-        except DataIdentifierAlreadyExists:
+            return {DID(c["scope"], c["name"]) for c in collections}
+        except (DataIdentifierAlreadyExists, RucioException) as error:
+            if not isinstance(error, DataIdentifierAlreadyExists) and "deadlock" not in str(error).lower():
+                raise
+            created = set()
             for collection in collections:
                 try:
                     self.client.add_did(collection["scope"], collection["name"], collection["type"])
+                    created.add(DID(collection["scope"], collection["name"]))
                 except DataIdentifierAlreadyExists:
                     pass
+            return created
 
     # ------------------------------------------------------------------------------------------- reads
     def _content(self, holder: DID | None) -> list[dict]:
