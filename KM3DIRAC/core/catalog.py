@@ -35,6 +35,7 @@ DEFAULT_FILE_META_FIELDS = {
 }
 FIELDS_DID_NAME = "km3dirac.metadata-fields"  # in the scope named like the VO, unless the CS says MetadataFieldsDID
 FIELDS_CACHE_SECONDS = 60
+FIELD_SEPARATOR = "__"  # JSON key file__<field> / directory__<field> (Rucio refuses "." in metadata keys)
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 FIELD_TYPE = re.compile(r"^(INT|INTEGER|FLOAT|DOUBLE|DATETIME|DATE|VARCHAR\(\d{1,4}\))$", re.IGNORECASE)
 PATH_KEY = "Path"  # in a metadata query: the directory to search below (KM3DIRAC convention)
@@ -63,7 +64,7 @@ class RucioCatalog(CatalogWrites):
                  schema: MetadataSchema | None = None, fields_did: DID | None = None) -> None:
         super().__init__(client, mapper, account)
         self.schema = schema or MetadataSchema()
-        #: where addMetadataField declares fields: JSON metadata ``file.<field>`` / ``directory.<field>`` = type
+        #: where addMetadataField declares fields: JSON metadata ``file__<field>`` / ``directory__<field>`` = type
         self.fields_did = fields_did or DID(self.mapper.vo, FIELDS_DID_NAME)
         self._declared: tuple[float, dict[str, dict[str, str]]] | None = None
 
@@ -95,7 +96,7 @@ class RucioCatalog(CatalogWrites):
             stored = {}
         declared: dict[str, dict[str, str]] = defaultdict(dict)
         for key, value in stored.items():
-            kind, _, name = key.partition(".")
+            kind, _, name = key.partition(FIELD_SEPARATOR)
             if kind in ("file", "directory") and name and isinstance(value, str):
                 declared[name][kind] = value
         self._declared = (time.monotonic(), dict(declared))
@@ -125,14 +126,14 @@ class RucioCatalog(CatalogWrites):
             return "Already exists"
         did = self.fields_did
         try:
-            self.client.set_metadata(did.scope, did.name, f"{kind}.{name}", normalised)
+            self.client.set_metadata(did.scope, did.name, f"{kind}{FIELD_SEPARATOR}{name}", normalised)
         except ScopeNotFound as error:
             raise InvalidQueryError(f"metadata fields are declared on {did}, whose scope {did.scope} does not "
                                     f"exist: a Rucio admin creates it, or set MetadataFieldsDID in the catalog's "
                                     "CS section") from error
         except DataIdentifierNotFound:
             self._add_collections([{**did.as_dict(), "type": "CONTAINER"}])
-            self.client.set_metadata(did.scope, did.name, f"{kind}.{name}", normalised)
+            self.client.set_metadata(did.scope, did.name, f"{kind}{FIELD_SEPARATOR}{name}", normalised)
         self._declared = None
         return f"Added {kind} metadata field {name} of type {normalised}"
 
@@ -149,7 +150,7 @@ class RucioCatalog(CatalogWrites):
         did = self.fields_did
         for kind in declared:
             try:
-                self.client.delete_metadata(did.scope, did.name, f"{kind}.{name}")
+                self.client.delete_metadata(did.scope, did.name, f"{kind}{FIELD_SEPARATOR}{name}")
             except (KeyNotFound, DataIdentifierNotFound, ScopeNotFound):
                 pass
         self._declared = None
@@ -369,6 +370,8 @@ class RucioCatalog(CatalogWrites):
         directories = self._directory_metadata(scope, base, set(query))
         groups: dict[frozenset[str], set[str]] = defaultdict(set)
         for name, meta in directories.items():
+            if base is not None and name != base and not name.startswith(base + "/"):
+                continue  # an ancestor of the searched directory: its files are outside the search
             satisfied = frozenset(key for key, condition in query.items() if key in meta
                                   and matches(meta[key], condition))
             if satisfied:
@@ -434,7 +437,7 @@ class RucioCatalog(CatalogWrites):
                 value = metadata.get(did, {}).get(key)
                 if value is not None:
                     values.setdefault(key, set()).add(value)
-        return {key: sorted(found, key=str) for key, found in values.items()}
+        return {key: sorted(found, key=_value_order) for key, found in values.items()}
 
     def find_files_web(self, query: dict[str, Any], path: str, start: int, max_items: int) -> dict[str, Any]:
         lfns = self.find_files(query, path)
@@ -465,6 +468,13 @@ class RucioCatalog(CatalogWrites):
                 if inside and all(key in meta and matches(meta[key], c) for key, c in typed.items()):
                     found.append(self.mapper.to_lfn(DID(scope, name)))
         return dict(enumerate(sorted(found), start=1))
+
+
+def _value_order(value: Any) -> tuple[int, Any]:
+    """Numbers in numeric order, then everything else as text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return 0, value
+    return 1, str(value)
 
 
 def _common_directory(names: set[str]) -> str:

@@ -76,6 +76,14 @@ def nin_alternatives(key: str, values: list[Any]) -> list[dict[str, Any]] | None
     return [*alternatives, {f"{key}.gt": ranges[-1][1]}]
 
 
+def _require_set(base: dict[str, Any], plugin: str, key: str, operand: Any) -> None:
+    """Rucio's DID-column ``.ne`` also selects DIDs where the column is empty; the DFC's '!=' selects only what has
+    the key: add a lower bound every set value passes (the JSON plugin needs none: a missing key never matches)."""
+    if plugin == "column":
+        floor: Any = -1e300 if isinstance(operand, (int, float)) and not isinstance(operand, bool) else ""
+        base.setdefault(f"{key}.gte", floor)
+
+
 def _merge(group: dict[str, Any], choice: dict[str, Any]) -> dict[str, Any] | None:
     """AND of two filter groups; None when they cannot both hold (two different equalities)."""
     merged = dict(group)
@@ -126,12 +134,15 @@ def plan_query(query: dict[str, Any]) -> list[RucioQuery]:
                     alternatives.setdefault(plugin, []).append(between)
                 elif f"{key}.ne" not in base:
                     base[f"{key}.ne"] = values[0]  # the key must be set, and is not the first value
+                    _require_set(base, plugin, key, values[0])
                     if values[1:]:
                         exclusions.setdefault(plugin, []).append([{key: v} for v in values[1:]])
                 else:
                     exclusions.setdefault(plugin, []).append([{key: v} for v in values])
             elif operator in OPERATOR_SUFFIX:
                 base[key + OPERATOR_SUFFIX[operator]] = operand
+                if operator == "!=":
+                    _require_set(base, plugin, key, operand)
             else:
                 raise InvalidQueryError(f"metadata key {key!r}: unknown operator {operator!r}")
     parts = []
