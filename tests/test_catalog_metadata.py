@@ -87,6 +87,8 @@ def test_directory_metadata_is_inherited_by_the_files_below(fc, scope_factory):
     assert find({"Campaign": {"in": ["2026a", "2025b"]}, "run_number": {">": 1}}) == [c]
     assert find({"Campaign": "2026a"}, path=f"{top}/run1/sub") == [b]
     assert find({"Campaign": {"!=": "2026a"}}) == sorted([c, own])
+    # DFC: a directory's user metadata includes what it inherits
+    assert _ok(fc.getDirectoryUserMetadata(f"{top}/run1/sub")) == {"Campaign": "2026a", "datatype": "reco"}
     directories = _ok(fc.findDirectoriesByMetadata({"Campaign": "2026a"}, f"/km3net/{scope}"))
     assert sorted(directories.values()) == [f"{top}/run1", f"{top}/run1/sub"]
 

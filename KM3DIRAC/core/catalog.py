@@ -39,6 +39,7 @@ FIELD_SEPARATOR = "__"  # JSON key file__<field> / directory__<field> (Rucio ref
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 FIELD_TYPE = re.compile(r"^(INT|INTEGER|FLOAT|DOUBLE|DATETIME|DATE|VARCHAR\(\d{1,4}\))$", re.IGNORECASE)
 PATH_KEY = "Path"  # in a metadata query: the directory to search below (KM3DIRAC convention)
+NUMERIC_COLUMN_KEYS = frozenset({"run_number", "events", "task_id", "panda_id", "lumiblocknr", "bytes", "length"})
 DEFAULT_DIRECTORY_META_FIELDS = {"DetectorID": "INT", "Campaign": "VARCHAR(128)", "datatype": "VARCHAR(128)"}
 
 
@@ -172,10 +173,23 @@ class RucioCatalog(CatalogWrites):
             if want_directory is not None and is_file == want_directory:
                 result.failed[lfn] = f"{lfn} is {'a file' if is_file else 'a directory'}"
                 continue
-            user = {key: value for key, value in meta.items() if key in USER_COLUMN_KEYS and value is not None}
-            user.update(self.client.get_metadata(did.scope, did.name, plugin="JSON"))
+            user = self._own_user_metadata(did, meta)
+            if want_directory:
+                # DFC: a directory's metadata includes what it inherits from the directories above it
+                chain = [DID(did.scope, name) for name in self.mapper.ancestors(did.name)]
+                rows = self.did_metadata(chain)
+                inherited: dict[str, Any] = {}
+                for ancestor in chain:
+                    if ancestor in rows:
+                        inherited.update(self._own_user_metadata(ancestor, rows[ancestor]))
+                user = {**inherited, **user}
             result.successful[lfn] = user
         return result
+
+    def _own_user_metadata(self, did: DID, row: dict) -> dict[str, Any]:
+        user = {key: value for key, value in row.items() if key in USER_COLUMN_KEYS and value is not None}
+        user.update(self.client.get_metadata(did.scope, did.name, plugin="JSON"))
+        return user
 
     def set_metadata(self, path_meta: dict[str, Any]) -> Bulk:
         """``{path: {key: value}}``: one bulk call, then per path when the bulk call fails."""
@@ -326,34 +340,63 @@ class RucioCatalog(CatalogWrites):
         return result or set()
 
     # ------------------------------------------------------------------------------------------- inheritance
-    def _directory_metadata(self, scope: str, base: str | None, keys: set[str]) -> dict[str, dict[str, Any]]:
-        """Effective metadata (own, else inherited) of ``keys`` for every directory at and below ``base`` in one
-        scope: its collections listed by name (one request), their metadata in bulk."""
+    def _directory_metadata(self, scope: str, base: str | None, query: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Effective metadata (own, else inherited) of the query's keys for every directory at and below ``base`` in
+        one scope. DID-column keys: the collections that have them set, asked from the server (one request); free
+        keys: the JSON metadata of the collections below, in bulk."""
         pattern = f"{base or self.mapper.root}/*"
-        names = {directory_name(n) for n in self._list_dids(scope, [{"name": pattern}], "collection")}
         chain = [*self.mapper.ancestors(base), base] if base and not self._is_scope_level(DID(scope, base)) else []
-        names.update(chain)
-        dids = [x for n in names for x in (DID(scope, n), DID(scope, n + "/"))]
+        chain_dids = [x for n in chain for x in (DID(scope, n), DID(scope, n + "/"))]
         own: dict[str, dict[str, Any]] = defaultdict(dict)
-        if any(plugin_of(key) == "column" for key in keys):
-            for did, row in self.did_metadata(dids).items():
+        column_keys = [key for key in query if plugin_of(key) == "column"]
+        if column_keys:
+            having = [{"name": pattern, f"{key}.gte": self._set_value_floor(key, query[key])} for key in column_keys]
+            listed = [DID(scope, n) for n in self._list_packed(scope, having, "collection")]
+            rows = self.did_metadata([*chain_dids, *listed])
+            for did, row in sorted(rows.items(), key=lambda item: item[0].name):  # D before its companion D/
                 if row["did_type"] in COLLECTIONS:
-                    for key in keys:
+                    for key in column_keys:
                         if row.get(key) is not None:
                             own[directory_name(did.name)].setdefault(key, row[key])
-        json_keys = {key for key in keys if plugin_of(key) == "json"}
+        json_keys = {key for key in query if plugin_of(key) == "json"}
         if json_keys:
-            for chunk in chunks(dids):
-                for row in self._json_metadata_bulk(chunk):
+            listed = [DID(scope, n) for n in self._list_dids(scope, [{"name": pattern}], "collection")]
+            for chunk in chunks([*chain_dids, *listed]):
+                for row in sorted(self._json_metadata_bulk(chunk), key=lambda row: row["name"]):
                     for key in json_keys & set(row):
                         own[directory_name(row["name"])].setdefault(key, row[key])
-        if not own:
-            return {}
         effective: dict[str, dict[str, Any]] = {}
-        for name in sorted(names, key=lambda n: n.count("/")):
-            parent = self.mapper.parent(name)
-            effective[name] = {**effective.get(parent, {}), **own.get(name, {})}
-        return {name: meta for name, meta in effective.items() if meta}
+        for name in sorted(own, key=lambda n: n.count("/")):
+            effective[name] = {**self._nearest(self.mapper.parent(name), effective), **own[name]}
+        return effective
+
+    def _set_value_floor(self, key: str, condition: Any) -> Any:
+        """A lower bound every set value of the key passes (selects the DIDs having a DID-column key)."""
+        sample = condition
+        while isinstance(sample, (dict, list, tuple, set)) and sample:
+            sample = next(iter(sample.values())) if isinstance(sample, dict) else next(iter(sample))
+        field_type = (self._field_type(key) or "").upper()
+        numeric = key in NUMERIC_COLUMN_KEYS or field_type.startswith(("INT", "FLOAT", "DOUBLE"))
+        if numeric or (isinstance(sample, (int, float)) and not isinstance(sample, bool)):
+            return -1e300
+        return ""
+
+    def _nearest_name(self, directory: str, effective: dict[str, dict[str, Any]]) -> str | None:
+        name = directory
+        while name.count("/") > 2:
+            if name in effective:
+                return name
+            name = self.mapper.parent(name)
+        return None
+
+    def _nearest(self, directory: str, effective: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The effective metadata a directory has through the nearest directory (itself or above) carrying keys."""
+        name = directory
+        while name.count("/") > 2:
+            if name in effective:
+                return effective[name]
+            name = self.mapper.parent(name)
+        return {}
 
     def _json_metadata_bulk(self, dids: list[DID]) -> list[dict]:
         from rucio.common.exception import DataIdentifierNotFound, ScopeNotFound
@@ -367,21 +410,23 @@ class RucioCatalog(CatalogWrites):
         """Files that match through the metadata of the directories above them: grouped by the set of keys their
         directory satisfies, each group is one search for the other keys, minus the files whose own value of an
         inherited key fails (a file's own value wins)."""
-        directories = self._directory_metadata(scope, base, set(query))
+        directories = self._directory_metadata(scope, base, query)
         groups: dict[frozenset[str], set[str]] = defaultdict(set)
         for name, meta in directories.items():
-            if base is not None and name != base and not name.startswith(base + "/"):
-                continue  # an ancestor of the searched directory: its files are outside the search
             satisfied = frozenset(key for key, condition in query.items() if key in meta
                                   and matches(meta[key], condition))
             if satisfied:
                 groups[satisfied].add(name)
         found: set[str] = set()
         for satisfied, names in groups.items():
-            common = _common_directory(names)
+            inside = [n for n in names if base is None or n == base or n.startswith(base + "/")]
+            common = _common_directory(set(inside)) if inside else base
+            if base is not None and not (common == base or common.startswith(base + "/")):
+                common = base  # the keys come from above the searched directory: search all of it
             pattern = f"{common}/*"
             rest = {key: condition for key, condition in query.items() if key not in satisfied}
-            candidates = {n for n in self._search(scope, pattern, rest) if self.mapper.parent(n) in names}
+            candidates = {n for n in self._search(scope, pattern, rest)
+                          if self._nearest_name(self.mapper.parent(n), directories) in names}
             for key in satisfied:
                 for negation in negations(query[key]):
                     if candidates:
@@ -407,8 +452,8 @@ class RucioCatalog(CatalogWrites):
             if did.scope not in directories:
                 scopes, base = self._scopes_and_base(path)
                 directories[did.scope] = self._directory_metadata(did.scope, base if did.scope in scopes else None,
-                                                                  keys)
-            inherited = directories[did.scope].get(self.mapper.parent(did.name), {})
+                                                                  {key: None for key in keys})
+            inherited = self._nearest(self.mapper.parent(did.name), directories[did.scope])
             result[did] = {**inherited, **own.get(did, {})}
         return result
 
@@ -463,9 +508,16 @@ class RucioCatalog(CatalogWrites):
         scopes, base = self._scopes_and_base(narrowed)
         found = []
         for scope in scopes:
-            for name, meta in self._directory_metadata(scope, base, set(typed)).items():
-                inside = base is None or name == base or name.startswith(base + "/")
-                if inside and all(key in meta and matches(meta[key], c) for key, c in typed.items()):
+            effective = self._directory_metadata(scope, base, typed)
+            if not effective:
+                continue
+            pattern = f"{base or self.mapper.root}/*"
+            names = {directory_name(n) for n in self._list_dids(scope, [{"name": pattern}], "collection")}
+            if base is not None and not self._is_scope_level(DID(scope, base)):
+                names.add(base)
+            for name in names:
+                meta = self._nearest(name, effective)
+                if all(key in meta and matches(meta[key], c) for key, c in typed.items()):
                     found.append(self.mapper.to_lfn(DID(scope, name)))
         return dict(enumerate(sorted(found), start=1))
 
