@@ -108,9 +108,9 @@ class CatalogReads:
             horizon = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) + REMOVED_MARGIN
             for row in rows:
                 expired_at = row.get("expired_at")
-                removed = row.get("did_type") == FILE and expired_at is not None and expired_at <= horizon
+                removed = expired_at is not None and expired_at <= horizon
                 if removed and not include_removed:
-                    continue  # removed through this catalog (removeFile), waiting for Rucio's undertaker
+                    continue  # removed (removeFile, removeDirectory, expired), waiting for Rucio's undertaker
                 found[DID(row["scope"], row["name"])] = row
         return found
 
@@ -200,25 +200,6 @@ class CatalogReads:
         for lfn, did in dids.items():
             meta = metadata.get(did)
             result.successful[lfn] = bool(meta) and meta["did_type"] == FILE
-        return result
-
-    def is_directory(self, lfns: dict[str, Any]) -> Bulk:
-        result = Bulk()
-        scopes = None
-        collection_lfns = {}
-        for lfn in lfns:
-            if isinstance(lfn, str) and self.mapper.is_root(lfn):
-                result.successful[lfn] = True
-            elif isinstance(lfn, str) and self.mapper.scope_of_directory(lfn) is not None:
-                scopes = scopes if scopes is not None else set(self.client.list_scopes())
-                result.successful[lfn] = self.mapper.scope_of_directory(lfn) in scopes
-            else:
-                collection_lfns[lfn] = lfns[lfn]
-        dids = self.resolve(collection_lfns, result)
-        metadata = self.did_metadata(dids.values())
-        for lfn, did in dids.items():
-            meta = metadata.get(did)
-            result.successful[lfn] = bool(meta) and meta["did_type"] in COLLECTIONS
         return result
 
     def replicas(self, lfns: dict[str, Any], all_status: bool = False) -> Bulk:

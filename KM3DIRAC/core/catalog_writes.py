@@ -15,7 +15,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from KM3DIRAC.core.catalog_reads import COLLECTIONS, FILE, NO_SUCH_FILE, Bulk, CatalogReads, chunks
+from KM3DIRAC.core.catalog_directories import FILES, SUBDIRS, CatalogDirectories, directory_name
+from KM3DIRAC.core.catalog_reads import FILE, NO_SUCH_FILE, Bulk, chunks
 from KM3DIRAC.core.checksums import normalise_adler32
 from KM3DIRAC.core.did_validation import guid_problem, metadata_problem, missing_rse_message, rse_cache_for
 from KM3DIRAC.core.lfn import DID
@@ -23,211 +24,83 @@ from KM3DIRAC.core.lfn import DID
 log = logging.getLogger(__name__)
 
 
-class CatalogWrites(CatalogReads):
+class CatalogWrites(CatalogDirectories):
     # ------------------------------------------------------------------------------------------- directories
-    def list_directory(self, lfns: dict[str, Any], verbose: bool = False) -> Bulk:
-        result = Bulk()
-        for lfn in lfns:
-            if not isinstance(lfn, str):
-                result.failed[str(lfn)] = f"{lfn!r}: a directory must be a string"
-                continue
-            path = lfn.rstrip("/") or "/"
-            if self.mapper.is_root(path):
-                scopes = sorted(self.client.list_scopes())
-                result.successful[lfn] = self._listing([], [f"{self.mapper.root}/{s}" for s in scopes], {})
-            elif (scope := self.mapper.scope_of_directory(path)) is not None:
-                if scope not in set(self.client.list_scopes()):
-                    result.failed[lfn] = NO_SUCH_FILE
-                    continue
-                names = self._list_dids(scope, [{"name": f"{path}/*"}], "collection")
-                top = [name for name in names if self.mapper.parent(name) == path]
-                result.successful[lfn] = self._listing([], top, {})
-            else:
-                self._list_collection(lfn, path, verbose, result)
-        return result
-
-    def _list_collection(self, lfn: str, path: str, verbose: bool, result: Bulk) -> None:
-        from rucio.common.exception import DataIdentifierNotFound, ScopeNotFound
-
-        try:
-            did = self.mapper.to_did(path)
-            children = list(self.client.list_content(did.scope, did.name))
-        except (DataIdentifierNotFound, ScopeNotFound):
-            result.failed[lfn] = NO_SUCH_FILE
-            return
-        except ValueError as error:
-            result.failed[lfn] = str(error)
-            return
-        files = [DID(c["scope"], c["name"]) for c in children if c["type"] == FILE]
-        dirs = [self.mapper.to_lfn(DID(c["scope"], c["name"])) for c in children if c["type"] in COLLECTIONS]
-        file_meta = {}
-        if verbose or files:
-            metadata = self.did_metadata(files)
-            file_meta = {self.mapper.to_lfn(d): self._dirac_file_metadata(d, metadata[d]) for d in files
-                         if d in metadata}
-        result.successful[lfn] = self._listing([self.mapper.to_lfn(d) for d in files], dirs, file_meta)
-
-    @staticmethod
-    def _listing(files: list[str], dirs: list[str], file_meta: dict[str, dict]) -> dict:
-        return {
-            "Files": {f: {"MetaData": file_meta.get(f, {})} for f in files},
-            "SubDirs": dict.fromkeys(dirs, True),
-            "Links": {},
-            "Datasets": {},
-        }
-
-    def directory_size(self, lfns: dict[str, Any]) -> Bulk:
-        from rucio.common.exception import DataIdentifierNotFound
-
-        result = Bulk()
-        dids = self.resolve(lfns, result)
-        for lfn, did in dids.items():
-            try:
-                files = list(self.client.list_files(did.scope, did.name))
-                content = list(self.client.list_content(did.scope, did.name))
-            except DataIdentifierNotFound:
-                result.failed[lfn] = NO_SUCH_FILE
-                continue
-            physical: dict[str, dict[str, int]] = defaultdict(lambda: {"Files": 0, "Size": 0})
-            file_dids = [DID(f["scope"], f["name"]) for f in files]
-            sizes = {DID(f["scope"], f["name"]): f.get("bytes") or 0 for f in files}
-            for chunk in chunks(file_dids):
-                for row in self.client.list_replicas([d.as_dict() for d in chunk], resolve_archives=False):
-                    for rse in row.get("rses", {}):
-                        physical[rse]["Files"] += 1
-                        physical[rse]["Size"] += sizes.get(DID(row["scope"], row["name"]), 0)
-            physical_dict: dict[str, Any] = dict(physical)
-            physical_dict["TotalFiles"] = sum(v["Files"] for v in physical.values())
-            physical_dict["TotalSize"] = sum(v["Size"] for v in physical.values())
-            result.successful[lfn] = {
-                "LogicalSize": sum(sizes.values()),
-                "LogicalFiles": len(files),
-                "LogicalDirectories": sum(1 for c in content if c["type"] in COLLECTIONS),
-                "PhysicalSize": physical_dict,
-            }
-        return result
-
     def create_directory(self, lfns: dict[str, Any]) -> Bulk:
-        """A new directory is a DATASET (it will hold files); its missing ancestors become CONTAINERs."""
+        """A new directory is a DATASET (it will hold files); its missing ancestors become CONTAINERs. An existing
+        directory, whatever its collections, is a success (DFC)."""
         result = Bulk()
         dids = self.resolve(lfns, result)
-        problems = self.ensure_collections(list(dids.values()), leaf_type="DATASET", leaf_may_be_container=True)
+        states = self.directory_dids(dids.values())
+        new = {did: FILES for did in dids.values() if not states[DID(did.scope, directory_name(did.name))].exists}
+        _, problems = self.ensure_directories(new)
         for lfn, did in dids.items():
-            if did in problems:
-                result.failed[lfn] = problems[did]
+            state = states[DID(did.scope, directory_name(did.name))]
+            if state.is_file:
+                result.failed[lfn] = f"{lfn} is a file"
+            elif DID(did.scope, directory_name(did.name)) in problems:
+                result.failed[lfn] = problems[DID(did.scope, directory_name(did.name))]
             else:
                 result.successful[lfn] = True
         return result
-
-    def ensure_collections(self, leaves: list[DID], leaf_type: str,
-                           leaf_may_be_container: bool = False) -> dict[DID, str]:
-        """Create missing ``leaves`` (as ``leaf_type``) and their ancestors (CONTAINERs), attached to each other.
-
-        Returns ``{leaf: reason}`` for leaves that cannot be used: an existing leaf of the wrong kind, or an
-        ancestor that is a DATASET (a directory cannot hold both files and sub-directories in Rucio).
-        """
-        wanted: dict[DID, str] = {}
-        for leaf in leaves:
-            for ancestor in self.mapper.ancestors(leaf.name):
-                wanted.setdefault(DID(leaf.scope, ancestor), "CONTAINER")
-            wanted[leaf] = leaf_type
-        existing = self.did_metadata(wanted)
-        problems: dict[DID, str] = {}
-        for leaf in leaves:
-            chain = [DID(leaf.scope, a) for a in self.mapper.ancestors(leaf.name)] + [leaf]
-            for did in chain:
-                meta = existing.get(did)
-                allowed = COLLECTIONS if did == leaf and leaf_may_be_container else (wanted[did],)
-                if meta is not None and meta["did_type"] not in allowed:
-                    problems[leaf] = (f"{self.mapper.to_lfn(did)} is a {meta['did_type']}, cannot hold "
-                                      f"{'files' if did == leaf else 'sub-directories'}")
-                    break
-                if meta is not None and did == leaf and not leaf_may_be_container and meta.get("is_open") is False:
-                    problems[leaf] = f"{self.mapper.to_lfn(did)} is closed: no file can be added to it"
-                    break
-        to_create = [did for did in wanted if did not in existing
-                     and not any(did == leaf or did.name in self.mapper.ancestors(leaf.name) for leaf in problems)]
-        if to_create:
-            self._add_collections([{"scope": d.scope, "name": d.name, "type": wanted[d]} for d in to_create])
-            attachments: dict[DID, list[dict]] = defaultdict(list)
-            for did in to_create:
-                parent = self.mapper.parent(did.name)
-                if self.mapper.scope_of_directory(parent) is None:
-                    attachments[DID(did.scope, parent)].append(did.as_dict())
-            if attachments:
-                self.client.attach_dids_to_dids(
-                    [{"scope": p.scope, "name": p.name, "dids": children} for p, children in attachments.items()],
-                    ignore_duplicate=True,
-                )
-        return problems
 
     # ------------------------------------------------------------------------------------------- datasets
-    def dataset_files(self, lfns: dict[str, Any]) -> Bulk:
-        """``{dataset or container: [file LFNs]}``, resolved recursively by Rucio."""
-        from rucio.common.exception import DataIdentifierNotFound
-
-        result = Bulk()
-        for lfn, did in self.resolve(lfns, result).items():
-            try:
-                files = [DID(f["scope"], f["name"]) for f in self.client.list_files(did.scope, did.name)]
-            except DataIdentifierNotFound:
-                result.failed[lfn] = NO_SUCH_FILE
-                continue
-            result.successful[lfn] = sorted(self.mapper.to_lfn(f) for f in files)
-        return result
-
     def set_dataset_open(self, lfns: dict[str, Any], is_open: bool) -> Bulk:
-        """Close (freeze) or reopen datasets. A closed run dataset tells KM3DIRAC's plugins the run is complete."""
+        """Close (freeze) or reopen the dataset holding a directory's files. A closed run dataset tells KM3DIRAC's
+        plugins the run is complete."""
         from rucio.common.exception import DataIdentifierNotFound, RucioException
 
-        result, dids, metadata = self.lookup(lfns)
-        for lfn, did in dids.items():
-            meta = metadata.get(did)
-            if meta is None:
-                result.failed[lfn] = NO_SUCH_FILE
-            elif meta["did_type"] != "DATASET":
-                result.failed[lfn] = f"{lfn} is a {meta['did_type']}, only datasets are closed or reopened"
-            else:
-                try:
-                    if bool(meta.get("is_open")) != is_open:
-                        self.client.set_status(did.scope, did.name, open=is_open)
-                    result.successful[lfn] = True
-                except (DataIdentifierNotFound, RucioException) as error:
-                    result.failed[lfn] = f"{lfn}: {error}"
+        result = Bulk()
+        for lfn, state in self._existing_directories(lfns, result).items():
+            holder, row = state.holder(FILES), state.holder_row(FILES)
+            if holder is None or row is None:
+                result.failed[lfn] = (f"{lfn} holds no files (a {state.rows()[0][1]['did_type']}), only datasets "
+                                      "are closed or reopened")
+                continue
+            try:
+                if (row.get("is_open") is not False) != is_open:
+                    self.client.set_status(holder.scope, holder.name, open=is_open)
+                result.successful[lfn] = True
+            except (DataIdentifierNotFound, RucioException) as error:
+                result.failed[lfn] = f"{lfn}: {error}"
         return result
 
-    def _add_collections(self, collections: list[dict]) -> None:
-        """Create collections in one call; when another client created some meanwhile (two jobs of one run
-        registering at once), create the rest one by one and take the existing ones as they are."""
-        from rucio.common.exception import DataIdentifierAlreadyExists
-
-        try:
-            self.client.add_dids(collections)
-        except DataIdentifierAlreadyExists:
-            for collection in collections:
-                try:
-                    self.client.add_did(collection["scope"], collection["name"], collection["type"])
-                except DataIdentifierAlreadyExists:
-                    pass
-
     def remove_directory(self, lfns: dict[str, Any]) -> Bulk:
-        """Remove empty directories (DFC semantics: a directory with content is not removed)."""
+        """Remove empty directories (DFC semantics: a directory with content is not removed, an absent one is a
+        success). Both collections of the directory go: detached and expired for Rucio's undertaker."""
         from rucio.common.exception import DataIdentifierNotFound
 
         result = Bulk()
         dids = self.resolve(lfns, result)
+        states = self.directory_dids(dids.values())
+        parents = self.directory_dids(p for p in (self._parent_directory(DID(d.scope, directory_name(d.name)))
+                                                  for d in dids.values()) if p is not None)
         for lfn, did in dids.items():
-            try:
-                if list(self.client.list_content(did.scope, did.name)):
-                    result.failed[lfn] = f"{lfn}: directory is not empty"
-                    continue
-                parent = self.mapper.parent(did.name)
-                if self.mapper.scope_of_directory(parent) is None:
-                    self.client.detach_dids(did.scope, parent, [did.as_dict()])
-                self.client.set_metadata(did.scope, did.name, "lifetime", 1)
+            state = states[DID(did.scope, directory_name(did.name))]
+            if state.is_file:
+                result.failed[lfn] = f"{lfn} is a file, not a directory"
+                continue
+            if not state.exists:
                 result.successful[lfn] = True
-            except DataIdentifierNotFound:
-                result.successful[lfn] = True  # DFC: removing an absent directory succeeds
+                continue
+            files, subdirs = self.directory_entries(state.did, state)
+            if files or subdirs:
+                result.failed[lfn] = f"{lfn}: directory is not empty"
+                continue
+            parent = self._parent_directory(state.did)
+            parent_holder = parents[parent].holder(SUBDIRS) if parent in parents else None
+            for collection, _ in state.rows():
+                container = parent_holder
+                if collection != state.did and state.primary and state.primary["did_type"] == "CONTAINER":
+                    container = state.did
+                if container is not None:
+                    try:
+                        self.client.detach_dids(container.scope, container.name, [collection.as_dict()])
+                    except DataIdentifierNotFound:
+                        pass
+            self.client.set_dids_metadata_bulk([{**collection.as_dict(), "meta": {"lifetime": 1}}
+                                                for collection, _ in state.rows()])
+            result.successful[lfn] = True
         return result
 
     # ------------------------------------------------------------------------------------------- files
@@ -312,14 +185,15 @@ class CatalogWrites(CatalogReads):
     def _register(self, records: dict[str, dict], result: Bulk) -> None:
         if not records:
             return
-        leaves = {DID(r["did"].scope, self.mapper.parent(r["did"].name)) for r in records.values()}
-        problems = self.ensure_collections(sorted(leaves, key=str), leaf_type="DATASET")
+        directories = {DID(r["did"].scope, self.mapper.parent(r["did"].name)) for r in records.values()}
+        holders, problems = self.ensure_directories(dict.fromkeys(sorted(directories, key=str), FILES))
         by_rse: dict[str, list[str]] = defaultdict(list)
         for lfn, record in records.items():
-            dataset = DID(record["did"].scope, self.mapper.parent(record["did"].name))
-            if dataset in problems:
-                result.failed[lfn] = problems[dataset]
+            directory = DID(record["did"].scope, self.mapper.parent(record["did"].name))
+            if directory in problems:
+                result.failed[lfn] = problems[directory]
             else:
+                record["dataset"] = holders[directory]  # the directory's own dataset (see catalog_directories)
                 by_rse[record["rse"]].append(lfn)
         for rse, rse_lfns in by_rse.items():
             for chunk in chunks(rse_lfns):
@@ -343,8 +217,7 @@ class CatalogWrites(CatalogReads):
             return
         attachments: dict[DID, list[dict]] = defaultdict(list)
         for record in records.values():
-            attachments[DID(record["did"].scope, self.mapper.parent(record["did"].name))].append(
-                record["did"].as_dict())
+            attachments[record["dataset"]].append(record["did"].as_dict())
         try:
             self.client.attach_dids_to_dids(
                 [{"scope": d.scope, "name": d.name, "dids": children} for d, children in attachments.items()],
@@ -518,14 +391,15 @@ class CatalogWrites(CatalogReads):
         replica_result = Bulk()
         for rse, rse_files in by_rse.items():
             self._drop_replicas(rse, rse_files, replica_result)
+        holders = self.files_holders(DID(did.scope, self.mapper.parent(did.name)) for did in files.values())
         for lfn, did in files.items():
             if lfn in replica_result.failed:
                 result.failed[lfn] = replica_result.failed[lfn]
                 continue
-            parent = self.mapper.parent(did.name)
+            holder = holders.get(DID(did.scope, self.mapper.parent(did.name)))
             try:
-                if self.mapper.scope_of_directory(parent) is None:
-                    self.client.detach_dids(did.scope, parent, [did.as_dict()])
+                if holder is not None:
+                    self.client.detach_dids(holder.scope, holder.name, [did.as_dict()])
             except DataIdentifierNotFound:
                 pass
             try:

@@ -5,7 +5,7 @@ KM3DIRAC follows Rucio's own ``dirac`` scope algorithm: an LFN ``/<vo>/<scope>/<
 ``rucio upload`` into such names are therefore the same DIDs. ``scope:name`` input is accepted as well.
 
 Directories: ``/<vo>`` lists scopes, ``/<vo>/<scope>`` is the scope itself, deeper directories are Rucio
-collections (a directory holding files is a DATASET, one holding directories a CONTAINER).
+collections (one or two per directory: :mod:`KM3DIRAC.core.catalog_directories`).
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class LFNMapper:
             self._check_name(lfn, name)
             return DID(scope, name)
         self._check_path(lfn)
+        lfn = lfn.rstrip("/") or lfn  # a directory given as "D/" is D (the name "D/" is D's companion collection)
         parts = lfn.split("/")
         if len(parts) < 3 or parts[1] != self.vo:
             raise InvalidLFNError(f"{lfn}: LFNs must look like {self.root}/<scope>/... ")

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from KM3DIRAC.core.catalog_reads import FILE, NO_SUCH_FILE, CatalogReads
+from KM3DIRAC.core.catalog_directories import CatalogDirectories
+from KM3DIRAC.core.catalog_reads import FILE, NO_SUCH_FILE
 from KM3DIRAC.core.errors import InvalidLFNError
 from KM3DIRAC.core.runs import EVENTS_KEY, RUN_KEY, SIZE_KEY, dataset_of
 
@@ -28,7 +29,7 @@ class RunMetadata:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def fetch_run_metadata(catalog: CatalogReads, lfns: Iterable[str]) -> RunMetadata:
+def fetch_run_metadata(catalog: CatalogDirectories, lfns: Iterable[str]) -> RunMetadata:
     result = RunMetadata()
     dids = {}
     for lfn in lfns:
@@ -49,13 +50,7 @@ def fetch_run_metadata(catalog: CatalogReads, lfns: Iterable[str]) -> RunMetadat
     return result
 
 
-def closed_datasets(catalog: CatalogReads, datasets: Iterable[str]) -> set[str]:
-    """The given dataset LFNs that exist and are closed (``is_open`` False)."""
-    dids = {}
-    for dataset in datasets:
-        try:
-            dids[catalog.mapper.to_did(dataset)] = dataset
-        except InvalidLFNError:
-            continue  # a scope-level or VO-level directory is no run dataset: never closed
-    columns = catalog.did_metadata(dids)
-    return {dids[did] for did, row in columns.items() if row.get("is_open") is False}
+def closed_datasets(catalog: CatalogDirectories, datasets: Iterable[str]) -> set[str]:
+    """The given directories whose files' dataset exists and is closed (``is_open`` False); a directory that also
+    holds sub-directories keeps its files in its companion dataset (:mod:`KM3DIRAC.core.catalog_directories`)."""
+    return {lfn for lfn, is_open in catalog.directory_open_states(datasets).items() if not is_open}

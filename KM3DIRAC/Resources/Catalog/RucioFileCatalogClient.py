@@ -21,7 +21,7 @@ from DIRAC.Resources.Catalog.FileCatalogClientBase import FileCatalogClientBase
 from KM3DIRAC import VO
 from KM3DIRAC.core.catalog import Bulk, MetadataSchema, RucioCatalog
 from KM3DIRAC.core.errors import ConfigurationError, KM3DiracError
-from KM3DIRAC.core.lfn import LFNMapper
+from KM3DIRAC.core.lfn import DID, LFNMapper
 
 log = gLogger.getSubLogger("RucioFileCatalog")
 
@@ -151,6 +151,18 @@ def _schema(options: dict[str, Any]) -> MetadataSchema:
     return schema
 
 
+def _fields_did(options: dict[str, Any]) -> DID | None:
+    """``MetadataFieldsDID = scope:name``: where addMetadataField declares fields (default: see ConfigTemplate)."""
+    value = str(options.get("MetadataFieldsDID") or "").strip()
+    if not value:
+        return None
+    scope, _, name = value.partition(":")
+    if not scope or not name:
+        raise ConfigurationError(f"/Resources/FileCatalogs/RucioFileCatalog/MetadataFieldsDID = {value}: "
+                                 "use <scope>:<name>")
+    return DID(scope, name)
+
+
 # DFC methods Rucio cannot carry: each answers this S_ERROR (never an RPC to a DFC service that does not exist).
 NOT_CARRIED = {
     **dict.fromkeys(("changePathOwner", "changePathGroup", "changePathMode"),
@@ -202,15 +214,20 @@ class RucioFileCatalogClient(FileCatalogClientBase):
     # DFC conventions: the metadata methods are NO_LFN methods (called with their arguments as they are).
     READ_METHODS = [*FileCatalogClientBase.READ_METHODS, "isFile", "isDirectory", "getFileMetadata", "getFileSize",
                     "getReplicas", "getReplicaStatus", "listDirectory", "getDirectorySize", "getMetadataFields",
+                    "getDirectoryMetadata", "getDirectoryReplicas", "getDirectoryContents", "getDirectoryDump",
                     "findFilesByMetadata", "getCompatibleMetadata", "findFilesByMetadataWeb",
                     "getFileUserMetadata", "getDirectoryUserMetadata", "resolveDataset", "getDatasetFiles",
+                    "findFilesByMetadataDetailed", "findDirectoriesByMetadata", "getReplicasByMetadata",
                     *CONTRACT_READ_METHODS]
     WRITE_METHODS = [*FileCatalogClientBase.WRITE_METHODS, "addFile", "addReplica", "removeReplica", "removeFile",
                      "createDirectory", "removeDirectory", "setMetadata", "setMetadataBulk", "removeMetadata",
-                     "createDataset", "removeDataset", "freezeDataset", "releaseDataset", *CONTRACT_WRITE_METHODS]
+                     "createDataset", "removeDataset", "freezeDataset", "releaseDataset", "addMetadataField",
+                     "deleteMetadataField", *CONTRACT_WRITE_METHODS]
     NO_LFN_METHODS = [*FileCatalogClientBase.NO_LFN_METHODS, "getMetadataFields", "findFilesByMetadata",
                       "getCompatibleMetadata", "findFilesByMetadataWeb", "setMetadata", "setMetadataBulk",
-                      "removeMetadata", "getFileUserMetadata", "getDirectoryUserMetadata", *CONTRACT_NO_LFN_METHODS]
+                      "removeMetadata", "getFileUserMetadata", "getDirectoryUserMetadata",
+                      "findFilesByMetadataDetailed", "findDirectoriesByMetadata", "getReplicasByMetadata",
+                      "addMetadataField", "deleteMetadataField", *CONTRACT_NO_LFN_METHODS]
     ADMIN_METHODS = [*FileCatalogClientBase.ADMIN_METHODS, *CONTRACT_ADMIN_METHODS]
 
     def __init__(self, url=None, **options):
@@ -224,7 +241,8 @@ class RucioFileCatalogClient(FileCatalogClientBase):
     def catalog(self) -> RucioCatalog:
         if self._catalog is None:
             client = _rucio_client(self._settings)
-            self._catalog = RucioCatalog(client, LFNMapper(self.vo), schema=_schema(self.options))
+            self._catalog = RucioCatalog(client, LFNMapper(self.vo), schema=_schema(self.options),
+                                         fields_did=_fields_did(self.options))
         return self._catalog
 
     def isOK(self, timeout=120):
@@ -283,6 +301,22 @@ class RucioFileCatalogClient(FileCatalogClientBase):
     @lfn_method
     def getDirectorySize(self, lfns, longOutput=False, rawFiles=False):
         return self.catalog.directory_size(lfns)
+
+    @lfn_method
+    def getDirectoryMetadata(self, lfns):
+        return self.catalog.directory_metadata(lfns)
+
+    @lfn_method
+    def getDirectoryReplicas(self, lfns, allStatus=False):
+        return self.catalog.directory_replicas(lfns, all_status=allStatus)
+
+    @lfn_method
+    def getDirectoryContents(self, lfns, verbose=False):
+        return self.catalog.list_directory(lfns, verbose=verbose)
+
+    @lfn_method
+    def getDirectoryDump(self, lfns):
+        return self.catalog.directory_dump(lfns)
 
     # ------------------------------------------------------------------------------------------- writes
     @lfn_method
@@ -373,6 +407,27 @@ class RucioFileCatalogClient(FileCatalogClientBase):
     @plain_method
     def findFilesByMetadataWeb(self, metaDict, path, startItem, maxItems):
         return self.catalog.find_files_web(metaDict, path, int(startItem), int(maxItems))
+
+    @plain_method
+    def findFilesByMetadataDetailed(self, metaDict, path="/"):
+        return self.catalog.find_files_detailed(metaDict, path)
+
+    @plain_method
+    def findDirectoriesByMetadata(self, metaDict, path="/"):
+        return self.catalog.find_directories(metaDict, path)
+
+    @plain_method
+    def getReplicasByMetadata(self, metaDict, path="/", allStatus=False):
+        result = self.catalog.replicas_by_metadata(metaDict, path, all_status=allStatus)
+        return {"Successful": result.successful, "Failed": result.failed}
+
+    @plain_method
+    def addMetadataField(self, fieldName, fieldType, metaType="-d"):
+        return self.catalog.add_metadata_field(fieldName, fieldType, metaType)
+
+    @plain_method
+    def deleteMetadataField(self, fieldName):
+        return self.catalog.delete_metadata_field(fieldName)
 
     @staticmethod
     def _single(path: str, result: Bulk):

@@ -170,9 +170,8 @@ class TrainManager:
                 if self.train.detector is not None:
                     metadata.setdefault("DetectorID", self.train.detector)
                 dataset = output_directory(step.output.path, metadata)
-                state = catalog.did_metadata([catalog.mapper.to_did(dataset)])
-                if not state or not next(iter(state.values())).get("is_open"):
-                    continue
+                if not catalog.directory_open_states([dataset]).get(dataset):
+                    continue  # absent, or closed already
                 outputs = set(catalog.dataset_files({dataset: True}).successful.get(dataset, []))
                 if outputs - fed:
                     continue  # the InputDataAgent has not handed all of them to the next step yet
