@@ -110,6 +110,17 @@ class RucioFileCatalogClient(FileCatalogClientBase):
         self.vo = options.get("VO") or VO
         self._catalog: RucioCatalog | None = None
         self._settings = client_settings(options)  # configuration errors surface at construction
+        self.replica_urls = self._replica_urls_wanted(options)
+
+    def _replica_urls_wanted(self, options) -> bool:
+        """Option ``ReplicaURLs`` (yes/no); unset: DIRAC's ``DataManagement/UseCatalogPFN`` (DataManager uses the
+        catalog's URLs only when it is true, DIRAC's default)."""
+        value = options.get("ReplicaURLs")
+        if value in (None, ""):
+            from DIRAC.ConfigurationSystem.Client.Helpers.Operations import Operations
+
+            value = Operations(vo=self.vo).getValue("DataManagement/UseCatalogPFN", True)
+        return str(value).strip().lower() in ("yes", "true", "1", "y")
 
     @property
     def catalog(self) -> RucioCatalog:
@@ -147,8 +158,11 @@ class RucioFileCatalogClient(FileCatalogClientBase):
         return self.catalog.file_size(lfns)
 
     @lfn_method
-    def getReplicas(self, lfns, allStatus=False):
-        return self.catalog.replicas(lfns, all_status=allStatus)
+    def getReplicas(self, lfns, allStatus=False, getUrl=None):
+        """``{lfn: {SE: URL}}``; without URLs (``getUrl=False``, or by default when no DIRAC client uses catalog
+        URLs: option ``ReplicaURLs``) ``{lfn: {SE: True}}``, proven per run dataset: fast for millions of files."""
+        urls = self.replica_urls if getUrl is None else bool(getUrl)
+        return self.catalog.replicas(lfns, all_status=allStatus, urls=urls)
 
     @lfn_method
     def getReplicaStatus(self, lfns):
