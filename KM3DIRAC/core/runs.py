@@ -52,12 +52,15 @@ class FileRecord(NamedTuple):
 
 
 def file_name_of(lfn: str) -> str:
+    """The file name: after the last ``/``, or after ``<scope>:`` for a flat-name DID (plain ``rucio upload``)."""
+    if "/" not in lfn and ":" in lfn:
+        return lfn.split(":", 1)[1]
     return lfn.rsplit("/", 1)[-1]
 
 
 def dataset_of(lfn: str) -> str:
-    """The run dataset of a file: its parent directory."""
-    return lfn[:lfn.rfind("/")] or "/"
+    """The run dataset of a file: its parent directory (``/`` for a flat-name DID: no run dataset)."""
+    return lfn[:lfn.rfind("/")] or "/" if "/" in lfn else "/"
 
 
 def parse_km3net_file_name(lfn: str) -> RunKey:
