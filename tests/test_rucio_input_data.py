@@ -2,9 +2,10 @@
 
 The session's Rucio server also has ``KM3-HASH-1`` (Rucio's default deterministic ``hash`` path algorithm, no
 ``km3dirac`` attribute) and ``KM3-NONDET-1`` (non-deterministic). Files are put there by the plain ``rucio upload``
-command under flat names (``CORSIKA_...:<name>``), as KM3NeT's users do. DIRAC's own input-data module looks for
-``<SE base path><LFN>`` and does not find them; KM3DIRAC's ``RucioInputData`` policy module downloads them from the
-replicas' own URLs, through DIRAC's ``InputDataResolution`` (what the JobWrapper runs).
+command under flat names (DID ``CORSIKA_...:<name>``, LFN ``/km3net/CORSIKA_...:<name>``), as KM3NeT's users
+do. DIRAC's own input-data module looks for ``<SE base path><LFN>`` and does not find them; KM3DIRAC's
+``RucioInputData`` policy module downloads them from the replicas' own URLs, through DIRAC's
+``InputDataResolution`` (what the JobWrapper runs).
 """
 
 from __future__ import annotations
@@ -76,10 +77,12 @@ def test_flat_name_on_hash_rse_is_downloaded_by_km3dirac_policy(fc, corsika_scop
                                                                 tmp_path):
     source = local_file(size=50_000, name=f"corsika_{uuid.uuid4().hex[:6]}.root")
     rucio_upload("--rse", HASH_RSE, "--scope", corsika_scope, str(source))
-    lfn = f"{corsika_scope}:{source.name}"  # how the catalog presents a flat-name DID
+    lfn = f"/km3net/{corsika_scope}:{source.name}"  # how the catalog presents a flat-name DID
     stored = list((session_paths.storage_dir(HASH_RSE) / corsika_scope).rglob(source.name))
     assert len(stored) == 1 and stored[0].parent.parent.parent.name == corsika_scope  # <scope>/<md5 a>/<md5 b>/
     assert _ok(fc.exists(lfn))["Successful"][lfn] == lfn
+    did_form = f"{corsika_scope}:{source.name}"  # the DID as Rucio names it is accepted too, keyed as given
+    assert _ok(fc.exists(did_form))["Successful"][did_form] == did_form
     assert set(_ok(fc.getReplicas(lfn))["Successful"][lfn]) == {HASH_RSE}
 
     # DIRAC's module looks for <base path><LFN> on the StorageElement: not there
@@ -105,7 +108,7 @@ def test_non_deterministic_rse_and_corrupt_replica_fall_back(fc, rucio_client, c
     rucio_upload("--rse", HASH_RSE, "--scope", corsika_scope, str(source))
     hashed, = (session_paths.storage_dir(HASH_RSE) / corsika_scope).rglob(source.name)
     hashed.write_bytes(b"x" * source.stat().st_size)  # same size, wrong bytes
-    lfn = f"{corsika_scope}:{source.name}"
+    lfn = f"/km3net/{corsika_scope}:{source.name}"
     resolved = _ok(resolve_input_data(fc, [lfn], tmp_path / "job", KM3_POLICY, local_ses=[HASH_RSE]))
     entry = resolved["Successful"][lfn]
     assert entry["se"] == NONDETERMINISTIC_RSE
@@ -115,12 +118,12 @@ def test_non_deterministic_rse_and_corrupt_replica_fall_back(fc, rucio_client, c
 def test_one_missing_input_is_failed_by_name_and_the_others_downloaded(fc, corsika_scope, local_file, tmp_path):
     source = local_file(size=1000, name=f"corsika_{uuid.uuid4().hex[:6]}.root")
     rucio_upload("--rse", HASH_RSE, "--scope", corsika_scope, str(source))
-    good = f"{corsika_scope}:{source.name}"
+    good = f"/km3net/{corsika_scope}:{source.name}"
     from KM3DIRAC.core.job_inputs import download_per_lfn
     from KM3DIRAC.Resources.Catalog.RucioSettings import catalog_from_cs
 
     catalog = catalog_from_cs()
-    missing = f"{corsika_scope}:never-uploaded.root"
+    missing = f"/km3net/{corsika_scope}:never-uploaded.root"
     downloaded, failed = download_per_lfn(catalog.client, [good, missing], tmp_path / "job", catalog.mapper)
     assert set(downloaded) == {good} and set(failed) == {missing}
     assert missing in failed[missing] and "not found" in failed[missing]
@@ -136,7 +139,7 @@ def test_transformation_system_sees_flat_name_files_on_hash_rses(fc, corsika_sco
         for part in range(3):
             source = local_file(size=100, name=f"KM3NeT_00000049_{run:08d}.corsika.{part:04d}.root")
             rucio_upload("--rse", HASH_RSE, "--scope", corsika_scope, str(source))
-            lfns.append(f"{corsika_scope}:{source.name}")
+            lfns.append(f"/km3net/{corsika_scope}:{source.name}")
     replicas = _ok(DataManager().getReplicas(lfns, allStatus=False, getUrl=False, active=True))
     assert replicas["Successful"] == {lfn: {HASH_RSE: True} for lfn in lfns} and not replicas["Failed"]
     tasks = _ok(run_plugin("ByRunFiles", fc, {lfn: list(ses) for lfn, ses in replicas["Successful"].items()},

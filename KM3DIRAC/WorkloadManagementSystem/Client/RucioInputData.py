@@ -4,8 +4,8 @@ URLs, whatever path algorithm the RSEs use.
 DIRAC's ``DownloadInputData`` asks each StorageElement for ``<base path><LFN>``: right only on RSEs whose
 ``lfn2pfn_algorithm`` is KM3DIRAC's ``km3dirac``. A Rucio as KM3NeT runs it today keeps Rucio's default ``hash``
 algorithm (``<prefix>/<scope>/<md5 a>/<md5 b>/<name>``), or non-deterministic RSEs (a path per replica), and
-holds data uploaded by plain ``rucio upload`` under flat names (``CORSIKA_testing:<name>``, LFN
-``CORSIKA_testing:<name>``). Rucio knows where every replica is; this module asks it
+holds data uploaded by plain ``rucio upload`` under flat names (DID ``CORSIKA_testing:<name>``, LFN
+``/km3net/CORSIKA_testing:<name>``, downloaded as ``<name>``). Rucio knows where every replica is; this module asks it
 (:func:`KM3DIRAC.core.job_inputs.download_per_lfn`): replicas at the job's site first, adler32 checked, the next
 replica tried on a failure or a mismatch, 4 downloads at a time.
 
