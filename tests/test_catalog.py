@@ -286,7 +286,7 @@ def test_dirac_registration_is_found_by_rucio_list_dids(fc, rucio_client, scope_
 
 def test_client_settings_come_from_the_cs_options(tmp_path):
     from KM3DIRAC.core.errors import ConfigurationError
-    from KM3DIRAC.Resources.Catalog.RucioFileCatalogClient import _client_settings
+    from KM3DIRAC.core.rucio_settings import client_settings as _client_settings
 
     proxy = tmp_path / "proxy.pem"
     proxy.write_text("not read here")

@@ -13,23 +13,15 @@ from typing import Any
 
 from DIRAC import gConfig, gLogger
 
-from KM3DIRAC.core.catalog import RucioCatalog
 from KM3DIRAC.core.job_run import JobDataPlan, JobDataRunner, StoreOutcome
-from KM3DIRAC.core.lfn import LFNMapper
-from KM3DIRAC.Resources.Catalog.RucioFileCatalogClient import _client_settings, _rucio_client, _schema
+from KM3DIRAC.Resources.Catalog.RucioSettings import catalog_from_cs
 
 log = gLogger.getSubLogger("KM3JobData")
 
-CATALOG_SECTION = "/Resources/FileCatalogs/RucioFileCatalog"
+__all__ = ["catalog_from_cs", "finish_outputs", "runner_for", "site_rses"]
+
 REGISTER_OPERATION = "KM3RegisterOutputs"
 REQUEST_FILE = "km3dirac_outputs_request.json"
-
-
-def catalog_from_cs() -> RucioCatalog:
-    options = gConfig.getOptionsDict(CATALOG_SECTION)
-    options = options["Value"] if options["OK"] else {}
-    client = _rucio_client(_client_settings(options))
-    return RucioCatalog(client, LFNMapper(options.get("VO") or "km3net"), schema=_schema(options))
 
 
 def site_rses() -> list[str]:

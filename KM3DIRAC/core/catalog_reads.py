@@ -18,6 +18,7 @@ from typing import Any
 from KM3DIRAC.core.did_validation import DIDValidator, scope_cache_for
 from KM3DIRAC.core.errors import InvalidLFNError
 from KM3DIRAC.core.lfn import DID, LFNMapper
+from KM3DIRAC.core.replica_placement import prove_placement
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +203,15 @@ class CatalogReads:
             result.successful[lfn] = bool(meta) and meta["did_type"] == FILE
         return result
 
-    def replicas(self, lfns: dict[str, Any], all_status: bool = False) -> Bulk:
+    def replicas(self, lfns: dict[str, Any], all_status: bool = False, urls: bool = True) -> Bulk:
+        """``{lfn: {RSE: URL}}``; with ``urls=False`` ``{lfn: {RSE: True}}``, AVAILABLE replicas proven per dataset
+        where possible (:mod:`KM3DIRAC.core.replica_placement`), the other files asked file by file."""
         from rucio.common.exception import DataIdentifierNotFound
 
         result = Bulk()
         dids = self.resolve(lfns, result)
+        if not urls and not all_status:
+            dids = self._placement_per_dataset(dids, result)
         by_did = {did: lfn for lfn, did in dids.items()}
         seen: set[DID] = set()
         for chunk in chunks(list(by_did)):
@@ -234,7 +239,23 @@ class CatalogReads:
                     result.successful[by_did[did]] = {}
                 else:
                     result.failed[by_did[did]] = NO_SUCH_FILE
+        if not urls:
+            for lfn in by_did.values():
+                if lfn in result.successful:
+                    result.successful[lfn] = dict.fromkeys(result.successful[lfn], True)
         return result
+
+    def _placement_per_dataset(self, dids: dict[str, DID], result: Bulk) -> dict[str, DID]:
+        """Fill ``result`` for the files whose placement is proven per dataset; return the others."""
+        placement = prove_placement(self.client, dids.values())
+        rest = {}
+        for lfn, did in dids.items():
+            rses = placement.proven.get(did)
+            if rses is None:
+                rest[lfn] = did
+            else:
+                result.successful[lfn] = dict.fromkeys(rses, True)
+        return rest
 
     def replica_status(self, lfns: dict[str, Any]) -> Bulk:
         """``{lfn: SE}`` or ``{lfn: [SEs]}`` -> ``{lfn: {SE: status}}`` with Rucio's replica states."""

@@ -11,67 +11,18 @@ from __future__ import annotations
 
 import errno
 import functools
-import os
-import threading
 from typing import Any
 
 from DIRAC import S_ERROR, S_OK, gLogger
 from DIRAC.Resources.Catalog.FileCatalogClientBase import FileCatalogClientBase
 
 from KM3DIRAC import VO
-from KM3DIRAC.core.catalog import Bulk, MetadataSchema, RucioCatalog
-from KM3DIRAC.core.errors import ConfigurationError, KM3DiracError
-from KM3DIRAC.core.lfn import DID, LFNMapper
+from KM3DIRAC.core.catalog import Bulk, RucioCatalog
+from KM3DIRAC.core.errors import KM3DiracError
+from KM3DIRAC.core.lfn import LFNMapper
+from KM3DIRAC.Resources.Catalog.RucioSettings import client_settings, fields_did, metadata_schema, rucio_client
 
 log = gLogger.getSubLogger("RucioFileCatalog")
-
-AUTH_TYPES = ("userpass", "x509_proxy", "x509", "oidc")
-_clients: dict[tuple, Any] = {}
-_clients_lock = threading.Lock()
-
-
-def _rucio_client(settings: dict[str, Any]):
-    """One authenticated rucio Client per configuration, shared by every catalog object of this process."""
-    key = tuple(sorted((k, str(v)) for k, v in settings.items()))
-    with _clients_lock:
-        if key not in _clients:
-            from rucio.client import Client
-
-            _clients[key] = Client(**settings)
-        return _clients[key]
-
-
-def _client_settings(options: dict[str, Any]) -> dict[str, Any]:
-    """rucio Client keyword arguments from the CS options; unset ones fall back to rucio.cfg in rucio itself."""
-    settings: dict[str, Any] = {}
-    for option, argument in (("RucioHost", "rucio_host"), ("AuthHost", "auth_host"), ("Account", "account"),
-                             ("CACertificate", "ca_cert"), ("RucioVO", "vo")):
-        if options.get(option):
-            settings[argument] = options[option]
-    auth_type = options.get("AuthType")
-    if auth_type:
-        if auth_type not in AUTH_TYPES:
-            raise ConfigurationError(f"/Resources/FileCatalogs/RucioFileCatalog/AuthType = {auth_type}: "
-                                     f"use one of {', '.join(AUTH_TYPES)}")
-        settings["auth_type"] = auth_type
-    if auth_type == "userpass":
-        missing = [o for o in ("Username", "Password") if not options.get(o)]
-        if missing:
-            raise ConfigurationError(f"AuthType userpass needs {' and '.join(missing)} in "
-                                     "/Resources/FileCatalogs/RucioFileCatalog")
-        settings["creds"] = {"username": options["Username"], "password": options["Password"]}
-    elif auth_type in ("x509_proxy", "x509"):
-        proxy = options.get("ProxyPath") or os.environ.get("X509_USER_PROXY")
-        if not proxy:
-            from DIRAC.Core.Security import Locations
-
-            proxy = Locations.getProxyLocation()
-        if not proxy:
-            raise ConfigurationError("AuthType x509_proxy: no proxy found (X509_USER_PROXY or dirac-proxy-init)")
-        settings["auth_type"] = "x509_proxy"
-        settings["creds"] = {"client_proxy": proxy}
-    return settings
-
 
 def _lfn_keys(argument: Any) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
     """DIRAC's argument forms (str, list, set, dict) -> ({lfn: value}, {lfn: original key}, {bad: reason}).
@@ -138,29 +89,6 @@ def plain_method(function):
             return S_ERROR(f"{function.__name__}: {type(error).__name__}: {error}")
 
     return method
-
-
-def _schema(options: dict[str, Any]) -> MetadataSchema:
-    schema = MetadataSchema()
-    for option, target in (("FileMetaFields", schema.file_fields), ("DirectoryMetaFields", schema.directory_fields)):
-        value = options.get(option)
-        entries = value if isinstance(value, list) else [e for e in str(value or "").split(",") if e.strip()]
-        for entry in entries:
-            name, _, field_type = entry.strip().partition(":")
-            target[name.strip()] = (field_type or "VARCHAR(128)").strip()
-    return schema
-
-
-def _fields_did(options: dict[str, Any]) -> DID | None:
-    """``MetadataFieldsDID = scope:name``: where addMetadataField declares fields (default: see ConfigTemplate)."""
-    value = str(options.get("MetadataFieldsDID") or "").strip()
-    if not value:
-        return None
-    scope, _, name = value.partition(":")
-    if not scope or not name:
-        raise ConfigurationError(f"/Resources/FileCatalogs/RucioFileCatalog/MetadataFieldsDID = {value}: "
-                                 "use <scope>:<name>")
-    return DID(scope, name)
 
 
 # DFC methods Rucio cannot carry: each answers this S_ERROR (never an RPC to a DFC service that does not exist).
@@ -235,14 +163,25 @@ class RucioFileCatalogClient(FileCatalogClientBase):
         self.options = options
         self.vo = options.get("VO") or VO
         self._catalog: RucioCatalog | None = None
-        self._settings = _client_settings(options)  # configuration errors surface at construction
+        self._settings = client_settings(options)  # configuration errors surface at construction
+        self.replica_urls = self._replica_urls_wanted(options)
+
+    def _replica_urls_wanted(self, options) -> bool:
+        """Option ``ReplicaURLs`` (yes/no); unset: DIRAC's ``DataManagement/UseCatalogPFN`` (DataManager uses the
+        catalog's URLs only when it is true, DIRAC's default)."""
+        value = options.get("ReplicaURLs")
+        if value in (None, ""):
+            from DIRAC.ConfigurationSystem.Client.Helpers.Operations import Operations
+
+            value = Operations(vo=self.vo).getValue("DataManagement/UseCatalogPFN", True)
+        return str(value).strip().lower() in ("yes", "true", "1", "y")
 
     @property
     def catalog(self) -> RucioCatalog:
         if self._catalog is None:
-            client = _rucio_client(self._settings)
-            self._catalog = RucioCatalog(client, LFNMapper(self.vo), schema=_schema(self.options),
-                                         fields_did=_fields_did(self.options))
+            client = rucio_client(self._settings)
+            self._catalog = RucioCatalog(client, LFNMapper(self.vo), schema=metadata_schema(self.options),
+                                         fields_did=fields_did(self.options))
         return self._catalog
 
     def isOK(self, timeout=120):
@@ -287,8 +226,11 @@ class RucioFileCatalogClient(FileCatalogClientBase):
         return self.catalog.file_size(lfns)
 
     @lfn_method
-    def getReplicas(self, lfns, allStatus=False):
-        return self.catalog.replicas(lfns, all_status=allStatus)
+    def getReplicas(self, lfns, allStatus=False, getUrl=None):
+        """``{lfn: {SE: URL}}``; without URLs (``getUrl=False``, or by default when no DIRAC client uses catalog
+        URLs: option ``ReplicaURLs``) ``{lfn: {SE: True}}``, proven per run dataset: fast for millions of files."""
+        urls = self.replica_urls if getUrl is None else bool(getUrl)
+        return self.catalog.replicas(lfns, all_status=allStatus, urls=urls)
 
     @lfn_method
     def getReplicaStatus(self, lfns):

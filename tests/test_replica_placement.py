@@ -1,0 +1,188 @@
+"""getReplicas without URLs: placement proven per run dataset (KM3DIRAC/core/replica_placement.py), exactly right.
+
+Every case compares the answer with what the file-by-file path (``list_replicas``) gives, and with the replicas the
+test put there, on the session's real Rucio server.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from KM3DIRAC.core.lfn import DID
+from KM3DIRAC.core.replica_placement import MIN_FILES_PER_DATASET, prove_placement
+
+pytestmark = pytest.mark.rucio
+
+FILES = MIN_FILES_PER_DATASET + 5
+DISK1, DISK2 = "KM3-DISK-1", "KM3-DISK-2"
+
+
+@pytest.fixture
+def fc(dirac_cs):
+    from DIRAC.Resources.Catalog.FileCatalog import FileCatalog
+
+    return FileCatalog()
+
+
+def _each(lfns, replicas):
+    return {lfn: dict(replicas) for lfn in lfns}
+
+
+def _ok(result):
+    assert result["OK"], result
+    return result["Value"]
+
+
+def _run(fc, scope: str, run: str = "run1", se: str = DISK1) -> list[str]:
+    lfns = [f"/km3net/{scope}/raw/{run}/f{i:03d}.root" for i in range(FILES)]
+    added = _ok(fc.addFile({lfn: {"PFN": "", "Size": 10, "SE": se, "GUID": "", "Checksum": "0000abcd"}
+                            for lfn in lfns}))
+    assert not added["Failed"], added["Failed"]
+    return lfns
+
+
+def _placement(fc, lfns):
+    """(answer without URLs, answer of the file-by-file path reduced to SE names)."""
+    fast = _ok(fc.getReplicas(lfns, getUrl=False))
+    slow = _ok(fc.getReplicas(lfns))
+    slow = {"Successful": {lfn: dict.fromkeys(reps, True) for lfn, reps in slow["Successful"].items()},
+            "Failed": slow["Failed"]}
+    return fast, slow
+
+
+def _proven(rucio_client, scope, lfns):
+    return prove_placement(rucio_client, [DID(scope, lfn) for lfn in lfns])
+
+
+def test_complete_run_dataset_is_proven_without_asking_per_file(fc, rucio_client, scope_factory):
+    scope = scope_factory()
+    lfns = _run(fc, scope)
+    placement = _proven(rucio_client, scope, lfns)
+    assert not placement.unproven and all(rses == [DISK1] for rses in placement.proven.values())
+    assert len(placement.proven) == FILES
+    fast, slow = _placement(fc, lfns)
+    assert fast == slow == {"Successful": _each(lfns, {DISK1: True}), "Failed": {}}
+
+
+def test_extra_replica_of_one_file_makes_the_dataset_unproven(fc, rucio_client, scope_factory):
+    scope = scope_factory()
+    lfns = _run(fc, scope)
+    _ok(fc.addReplica({lfns[3]: {"PFN": "", "SE": DISK2}}))
+    placement = _proven(rucio_client, scope, lfns)
+    assert not placement.proven and len(placement.unproven) == FILES  # DISK-2 holds 1 of 25: unknown which
+    fast, slow = _placement(fc, lfns)
+    expected = _each(lfns, {DISK1: True})
+    expected[lfns[3]] = {DISK1: True, DISK2: True}
+    assert fast == slow == {"Successful": expected, "Failed": {}}
+
+
+def test_missing_replica_of_one_file_makes_the_dataset_unproven(fc, rucio_client, scope_factory):
+    scope = scope_factory()
+    lfns = _run(fc, scope)
+    rucio_client.update_replicas_states(DISK1, [{"scope": scope, "name": lfns[0], "state": "U"}])
+    placement = _proven(rucio_client, scope, lfns)
+    assert not placement.proven
+    fast, slow = _placement(fc, lfns)
+    expected = _each(lfns, {DISK1: True})
+    expected[lfns[0]] = {}
+    assert fast == slow == {"Successful": expected, "Failed": {}}
+
+
+def test_rule_not_ok_does_not_count_and_the_complete_copy_does(fc, rucio_client, scope_factory):
+    """A second rule still replicating (no transfer daemon here): its COPYING replicas are not AVAILABLE."""
+    scope = scope_factory()
+    lfns = _run(fc, scope)
+    dataset = lfns[0].rsplit("/", 1)[0]
+    rule_id = rucio_client.add_replication_rule([{"scope": scope, "name": dataset}], 1, DISK2)[0]
+    assert rucio_client.get_replication_rule(rule_id)["state"] != "OK"
+    placement = _proven(rucio_client, scope, lfns)
+    assert len(placement.proven) == FILES and set(map(tuple, placement.proven.values())) == {(DISK1,)}
+    fast, slow = _placement(fc, lfns)
+    assert fast == slow == {"Successful": _each(lfns, {DISK1: True}), "Failed": {}}
+    # and with allStatus=True (COPYING replicas listed too) the file-by-file path answers
+    every = _ok(fc.getReplicas(lfns, allStatus=True, getUrl=False))["Successful"]
+    assert set(every[lfns[0]]) == {DISK1, DISK2}
+
+
+def test_file_attached_to_two_datasets_is_answered_right(fc, rucio_client, scope_factory):
+    scope = scope_factory()
+    run1 = _run(fc, scope, "run1", DISK1)
+    run2 = _run(fc, scope, "run2", DISK2)
+    shared = run1[5]
+    # a second dataset (a selection) holding a file of run1 and the files of run2, all at DISK-2
+    rucio_client.add_replicas(DISK2, [{"scope": scope, "name": shared, "bytes": 10, "adler32": "0000abcd"}])
+    rucio_client.attach_dids(scope, run2[0].rsplit("/", 1)[0], [{"scope": scope, "name": shared}])
+    fast, slow = _placement(fc, run1 + run2)
+    expected = {**_each(run1, {DISK1: True}), **_each(run2, {DISK2: True})}
+    expected[shared] = {DISK1: True, DISK2: True}
+    assert fast == slow == {"Successful": expected, "Failed": {}}
+    # run2 is complete at DISK-2 but holds one file at DISK-1 too (the shared one): unknown which, so unproven;
+    # run1 is complete at DISK-1 and one of its files is at DISK-2: unproven as well
+    assert not _proven(rucio_client, scope, run2).proven and not _proven(rucio_client, scope, run1).proven
+
+
+def test_files_in_no_dataset_flat_names_and_unknown_lfns(fc, rucio_client, scope_factory):
+    scope = scope_factory()
+    lfns = _run(fc, scope)
+    loose = f"/km3net/{scope}/raw/run1/loose-{uuid.uuid4().hex[:6]}.root"  # named like run1's files, not attached
+    flat = f"flat-{uuid.uuid4().hex[:6]}.root"  # plain `rucio upload` name
+    rucio_client.add_replicas(DISK2, [{"scope": scope, "name": name, "bytes": 10, "adler32": "0000abcd"}
+                                      for name in (loose, flat)])
+    unknown = f"/km3net/{scope}/raw/run1/never-registered.root"
+    asked = [*lfns, loose, f"{scope}:{flat}", unknown]
+    placement = _proven(rucio_client, scope, [*lfns, loose, unknown])
+    assert {did.name for did in placement.unproven} == {loose, unknown}
+    fast, slow = _placement(fc, asked)
+    expected = {**_each(lfns, {DISK1: True}), loose: {DISK2: True}, f"{scope}:{flat}": {DISK2: True}}
+    assert fast == slow == {"Successful": expected, "Failed": {unknown: "No such file or directory"}}
+
+
+def test_removed_file_is_not_listed(fc, rucio_client, scope_factory):
+    scope = scope_factory()
+    lfns = _run(fc, scope)
+    _ok(fc.removeFile(lfns[-1]))
+    fast, slow = _placement(fc, lfns)
+    assert fast == slow
+    assert fast["Failed"] == {lfns[-1]: "No such file or directory"}
+    assert fast["Successful"] == _each(lfns[:-1], {DISK1: True})
+
+
+@pytest.fixture
+def catalog_pfns_unused(dirac_cs):
+    """The CS of a DIRAC whose DataManager does not use catalog URLs (DataManagement/UseCatalogPFN = False)."""
+    from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
+
+    option = "/Operations/Defaults/DataManagement/UseCatalogPFN"
+    gConfigurationData.setOptionInCFG(option, "False")
+    yield
+    gConfigurationData.deleteOptionInCFG(option)
+
+
+def test_transformation_agents_question_takes_the_fast_route(catalog_pfns_unused, rucio_client, scope_factory,
+                                                             monkeypatch):
+    """DIRAC's TransformationAgent asks DataManager.getReplicasForJobs(lfns, getUrl=False); the catalog then gets
+    getReplicas(lfns, allStatus=False) and nothing about URLs: UseCatalogPFN = False (or ReplicaURLs = no) tells it."""
+    from DIRAC.DataManagementSystem.Client.DataManager import DataManager
+    from DIRAC.Resources.Catalog.FileCatalog import FileCatalog
+
+    fc = FileCatalog()
+    (_, catalog, _), = fc.getReadCatalogs() if hasattr(fc, "getReadCatalogs") else fc.readCatalogs
+    assert catalog.replica_urls is False
+    scope = scope_factory()
+    lfns = _run(fc, scope)
+    asked_per_file = []
+    real_list_replicas = rucio_client.__class__.list_replicas
+
+    def counting_list_replicas(self, dids, *args, **kwargs):
+        asked_per_file.extend(dids)
+        return real_list_replicas(self, dids, *args, **kwargs)
+
+    monkeypatch.setattr(rucio_client.__class__, "list_replicas", counting_list_replicas)
+    # getReplicasForJobs = this + filters on SEs at sites (the in-process CS has no sites: they would drop all)
+    replicas = _ok(DataManager().getReplicas(lfns, allStatus=False, getUrl=False, active=True))
+    assert replicas == {"Successful": _each(lfns, {DISK1: True}), "Failed": {}}
+    assert asked_per_file == []  # proven per dataset: no file asked one by one
+    with_urls = _ok(fc.getReplicas(lfns[:2], getUrl=True))["Successful"]
+    assert all(url.startswith("file://") for reps in with_urls.values() for url in reps.values()), with_urls
