@@ -21,6 +21,7 @@ from KM3DIRAC import VO
 from KM3DIRAC.core.catalog import Bulk, MetadataSchema, RucioCatalog
 from KM3DIRAC.core.errors import ConfigurationError, KM3DiracError
 from KM3DIRAC.core.lfn import LFNMapper
+from KM3DIRAC.core.rucio_calls import RucioCallPolicy, build_client
 
 log = gLogger.getSubLogger("RucioFileCatalog")
 
@@ -29,15 +30,24 @@ _clients: dict[tuple, Any] = {}
 _clients_lock = threading.Lock()
 
 
-def _rucio_client(settings: dict[str, Any]):
-    """One authenticated rucio Client per configuration, shared by every catalog object of this process."""
-    key = tuple(sorted((k, str(v)) for k, v in settings.items()))
+CATALOG_SECTION = "/Resources/FileCatalogs/RucioFileCatalog"
+
+
+def _rucio_client(settings: dict[str, Any], policy: RucioCallPolicy | None = None):
+    """One authenticated rucio Client per configuration, shared by every catalog object of this process; every
+    call bounded by ``policy`` (time-out per request, retries with back-off: KM3DIRAC.core.rucio_calls)."""
+    policy = policy or RucioCallPolicy()
+    key = (*sorted((k, str(v)) for k, v in settings.items()), ("policy", repr(policy)))
     with _clients_lock:
         if key not in _clients:
-            from rucio.client import Client
-
-            _clients[key] = Client(**settings)
+            _clients[key] = build_client(settings, policy)
         return _clients[key]
+
+
+def _call_policy(options: dict[str, Any]) -> RucioCallPolicy:
+    """Time-out and retries of every Rucio call from the CS options Timeout, Attempts, RetryDelay, MaxRetryDelay
+    (the one place they are read: the catalog, the job wrappers, agents and commands all get their client here)."""
+    return RucioCallPolicy.from_options(options, CATALOG_SECTION)
 
 
 def _client_settings(options: dict[str, Any]) -> dict[str, Any]:
@@ -170,11 +180,12 @@ class RucioFileCatalogClient(FileCatalogClientBase):
         self.vo = options.get("VO") or VO
         self._catalog: RucioCatalog | None = None
         self._settings = _client_settings(options)  # configuration errors surface at construction
+        self._policy = _call_policy(options)
 
     @property
     def catalog(self) -> RucioCatalog:
         if self._catalog is None:
-            client = _rucio_client(self._settings)
+            client = _rucio_client(self._settings, self._policy)
             self._catalog = RucioCatalog(client, LFNMapper(self.vo), schema=_schema(self.options))
         return self._catalog
 
