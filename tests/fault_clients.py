@@ -49,6 +49,17 @@ def inputs_with_two_replicas(scope: str, directory: str, count: str, first_dir: 
     return {"files": files}
 
 
+def add_scope(scope: str) -> dict:
+    from rucio.common.exception import Duplicate
+
+    client = _client()
+    try:
+        client.add_scope(client.account, scope)
+    except Duplicate:
+        pass
+    return {"scope": scope}
+
+
 def replicas(scope: str, lfns_json: str) -> dict:
     """For each LFN: its replicas' states by RSE and its catalogue size and adler32 (absent: not registered)."""
     client = _client()
@@ -94,7 +105,8 @@ def application_history(job_id: str) -> dict:
     return {"application_status": [row[2] for row in result["Value"]]}
 
 
-ACTIONS = {"inputs-with-two-replicas": inputs_with_two_replicas, "replicas": replicas, "suspicious": suspicious,
+ACTIONS = {"add-scope": add_scope, "inputs-with-two-replicas": inputs_with_two_replicas, "replicas": replicas,
+           "suspicious": suspicious,
            "jobs": jobs, "application-history": application_history}
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ class Trials:
         self.go = work / "go"
         self.tags = [f"{fault.replace('_', '')}{n}" for n in range(1, TRIALS_PER_FAULT + 1)]
         shutil.copy(PAYLOAD, work / PAYLOAD.name)
+        fault_client(sandbox, "add-scope", scope)
         if not hold:
             self.go.touch()
         jdls = []

@@ -198,6 +198,14 @@ def test_bad_output_parameters_fail_the_job_before_its_payload(dirac_cs, raw_run
     assert result.returncode == 2 and "no value for ['Campaign']" in output, output
     assert not marker.exists() and not list(workdir.glob("*.root"))
 
+    # a scope nobody created: named before the payload, not found by the registration after it
+    command[5] = "--output-path=/km3net/nosuchscope/products"
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300, env=_env("0"),
+                            check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "scope nosuchscope does not exist in Rucio" in output, output
+    assert not marker.exists()
+
 
 def test_hung_rucio_defers_registration_within_the_call_bound(dirac_cs, raw_run, rucio_server, rucio_client,
                                                                tmp_path):

@@ -247,9 +247,12 @@ class JobDataRunner:
         spec = self.plan.output
         directory = output_directory(spec.directory, spec.metadata)  # names fields without a value
         try:
-            self.catalog.mapper.to_did(f"{directory.rstrip('/')}/output")
+            did = self.catalog.mapper.to_did(f"{directory.rstrip('/')}/output")
         except InvalidLFNError as error:
             raise PreflightError([f"KM3OutputPath {directory}: {error}"]) from error
+        if did.scope not in set(self.client.list_scopes()):
+            raise PreflightError([f"KM3OutputPath {directory}: scope {did.scope} does not exist in Rucio "
+                                  f"(rucio-admin scope add --scope {did.scope} --account <owner>)"])
 
     def _report_bad_replica(self, bad: BadReplica) -> None:
         self.bad_replicas.append(bad)
