@@ -33,8 +33,8 @@ from KM3DIRAC.sandbox.rucio_server import (
     start_rucio_server,
 )
 
-# the local sandbox fixture (one per session, shared by every test module that uses it)
-pytest_plugins = ("sandbox_fixtures",)
+# the local sandbox fixture (one per session, shared by every test module that uses it); the fault suite's harness
+pytest_plugins = ("sandbox_fixtures", "fault_harness")
 
 RSE_NAMES = ("KM3-DISK-1", "KM3-DISK-2")
 # a Rucio as KM3NeT runs it today: Rucio's default deterministic path algorithm (hash), and a non-deterministic RSE

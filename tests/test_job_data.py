@@ -55,9 +55,18 @@ def test_inputs_from_a_dataset_come_from_the_close_replica_and_fall_back_on_corr
     assert sorted(f.did.name for f in files) == sorted(f"{run}/{s.name}" for s in sources)
     attach_replicas(rucio_client, files, close_rses=["KM3-DISK-2"])
     assert all(f.replicas[0][0] == "KM3-DISK-2" for f in files)
-    seen = []
-    download_inputs(rucio_client, files, tmp_path / "in", workers=3, progress=lambda d, t: seen.append((d, t)))
+    seen, reported = [], []
+    download_inputs(rucio_client, files, tmp_path / "in", workers=3, progress=lambda d, t: seen.append((d, t)),
+                    on_bad_replica=reported.append)
     assert seen[-1] == (4, 4)
+    # the corrupt copy is named and Rucio is told: declared suspicious, the replica recoverer's input
+    corrupt_lfn = f"{run}/{sources[0].name}"
+    (bad,) = reported
+    assert (bad.did.name, bad.rse, bad.declared) == (corrupt_lfn, "KM3-DISK-2", True), bad
+    assert "adler32" in bad.describe() and corrupt_lfn in bad.describe()
+    answer = rucio_client.list_suspicious_replicas(rse_expression="KM3-DISK-2", younger_than=None, nattempts=None)
+    suspicious = [row for chunk in answer for row in (chunk if isinstance(chunk, list) else [chunk])]  # one JSON list
+    assert any(row["name"] == corrupt_lfn and row["scope"] == scope for row in suspicious), suspicious
     by_name = {f.did.name.rsplit("/", 1)[-1]: f for f in files}
     for source in sources:
         assert (tmp_path / "in" / source.name).read_bytes() == source.read_bytes()
@@ -127,3 +136,64 @@ def test_registration_is_deferred_not_lost_when_rucio_is_down(rucio_server, ruci
     finally:
         rucio_server.restart()
     assert register_outputs(catalog, pending.value.pending) == [f"/km3net/{scope}/out/out.root"]
+
+
+def test_checks_before_the_payload_name_every_bad_output_rse(rucio_client, session_paths):
+    """Unknown RSE, RSE without quota for the account, RSE closed for writing: each named with its parameter."""
+    import uuid
+
+    from KM3DIRAC.core.job_checks import output_rse_problems
+    from KM3DIRAC.sandbox.rucio_setup import add_directory_rse
+
+    closed = f"KM3-CLOSED-{uuid.uuid4().hex[:6].upper()}"
+    no_quota = f"KM3-NOQUOTA-{uuid.uuid4().hex[:6].upper()}"
+    add_directory_rse(rucio_client, closed, session_paths.work_dir / "storage" / closed)
+    rucio_client.update_rse(closed, {"availability_write": False})
+    add_directory_rse(rucio_client, no_quota, session_paths.work_dir / "storage" / no_quota)
+    rucio_client.delete_local_account_limit("root", no_quota)
+    problems = output_rse_problems(rucio_client, {"KM3-DISK-1": "KM3OutputSE", "NO-SUCH-RSE": "KM3FailoverSEs",
+                                                  closed: "KM3FailoverSEs", no_quota: "KM3FailoverSEs"}, "root")
+    assert len(problems) == 3, problems
+    assert problems[0] == "KM3FailoverSEs NO-SUCH-RSE: no such RSE in Rucio"
+    assert closed in problems[1] and "not writable" in problems[1]
+    assert no_quota in problems[2] and "no quota" in problems[2]
+    rucio_client.set_local_account_limit("root", no_quota, 10)
+    rucio_client.update_rse(closed, {"availability_write": True})
+    assert output_rse_problems(rucio_client, {closed: "KM3OutputSE", no_quota: "KM3OutputSE"}, "root") == []
+
+
+def test_a_proxy_shorter_than_the_job_is_refused():
+    from KM3DIRAC.core.job_checks import CredentialLifetime, credential_problems, required_credential_seconds
+
+    needed = required_credential_seconds("7200", cpu_normalisation=2.0)  # 1 h of wall time on this node + margin
+    assert needed == 3600 + 900
+    (problem,) = credential_problems(CredentialLifetime("the job's proxy /tmp/x509up", 3600), needed)
+    assert "/tmp/x509up" in problem and "1.0 h" in problem and "1.2 h" in problem
+    assert credential_problems(CredentialLifetime("proxy", 5000), needed) == []
+    assert credential_problems(CredentialLifetime("proxy", 60), required_credential_seconds(None)) == []
+
+
+def test_rucio_calls_are_retried_with_back_off_then_given_up(rucio_server, rucio_client):
+    """A refused connection is tried again after growing pauses, a refusal by Rucio is not; both bounded."""
+    from rucio.client import Client
+    from rucio.common.exception import RSENotFound
+
+    from KM3DIRAC.core.rucio_calls import RetryingClient, RucioCallPolicy, call_with_retries, is_unreachable
+
+    policy = RucioCallPolicy(timeout=2, attempts=3, first_delay=0.5, max_delay=0.7)
+    assert policy.delays() == [0.5, 0.7] and policy.worst_case_seconds() == 3 * 2 + 1.2
+    client = RetryingClient(Client(timeout=policy.timeout), policy)
+    assert client.whoami()["account"] == "root"
+    pauses = []
+    with pytest.raises(RSENotFound):  # an answer: not retried
+        call_with_retries(policy, client.wrapped.get_rse, "NO-SUCH-RSE", sleep=pauses.append)
+    assert pauses == []
+    rucio_server.stop_http_only()
+    try:
+        with pytest.raises(Exception) as refused:
+            call_with_retries(policy, client.wrapped.get_rse, "KM3-DISK-1", sleep=pauses.append)
+        assert is_unreachable(refused.value), refused.value
+        assert pauses == [0.5, 0.7]
+    finally:
+        rucio_server.restart()
+    assert client.get_rse("KM3-DISK-1")["rse"] == "KM3-DISK-1"

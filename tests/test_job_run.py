@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -159,3 +160,92 @@ def test_job_execution_coordinator_names_missing_input(dirac_cs, scope_factory, 
     missing = f"/km3net/{scope_factory()}/raw/none"
     result = JobExecutionCoordinator({"JobID": 0, "KM3InputData": missing}, {}).preProcess("x", {})
     assert not result["OK"] and missing in result["Message"]
+
+
+def _bounded_cfg(dirac_cs: str, timeout: float, attempts: int, delay: float) -> str:
+    """The session's CS with a short Rucio call policy in the catalog section (what a site sets in its CS)."""
+    return dirac_cs.replace("CatalogType = RucioFileCatalog",
+                            f"CatalogType = RucioFileCatalog\n      Timeout = {timeout}\n      Attempts = {attempts}\n"
+                            f"      RetryDelay = {delay}", 1)
+
+
+def test_bad_output_parameters_fail_the_job_before_its_payload(dirac_cs, raw_run, tmp_path):
+    """Unknown output and failover RSEs and an output path field without a value: all named, nothing downloaded,
+    the payload never started."""
+    scope, run = raw_run
+    cfg = tmp_path / "dirac.cfg"
+    cfg.write_text(dirac_cs)
+    workdir = tmp_path / "job"
+    workdir.mkdir()
+    marker = tmp_path / "payload-ran"
+    command = [str(COMMAND), "--cfg", str(cfg), f"--inputs={run}", "--outputs=summary_*.json",
+               f"--output-path=/km3net/{scope}/products/run<run_number>", "--output-se=NO-SUCH-RSE",
+               "--failover-se=KM3-DISK-2,ALSO-MISSING", "--", "touch", str(marker)]
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300, env=_env("0"),
+                            check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Failed before the payload: KM3OutputSE NO-SUCH-RSE: no such RSE in Rucio; KM3FailoverSEs ALSO-MISSING: " \
+           "no such RSE in Rucio" in output, output
+    assert not marker.exists() and not list(workdir.glob("*.root"))
+
+    # the RSEs are right but the path asks for a metadata key that neither the job nor its inputs give
+    command[5:8] = [f"--output-path=/km3net/{scope}/products/<Campaign>", "--output-se=KM3-DISK-1",
+                    "--failover-se=KM3-DISK-2"]
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300, env=_env("0"),
+                            check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "no value for ['Campaign']" in output, output
+    assert not marker.exists() and not list(workdir.glob("*.root"))
+
+    # a scope nobody created: named before the payload, not found by the registration after it
+    command[5] = "--output-path=/km3net/nosuchscope/products"
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300, env=_env("0"),
+                            check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "scope nosuchscope does not exist in Rucio" in output, output
+    assert not marker.exists()
+
+
+def test_hung_rucio_defers_registration_within_the_call_bound(dirac_cs, raw_run, rucio_server, rucio_client,
+                                                               tmp_path):
+    """Rucio stops answering (process stopped, port open) while the payload runs: with Timeout 2 s and 2 attempts
+    the job leaves its registration to the RMS within seconds instead of waiting rucio-clients' 600 s."""
+    from DIRAC.RequestManagementSystem.Client.Request import Request
+
+    from KM3DIRAC.RequestManagementSystem.Agent.RequestOperations.KM3RegisterOutputs import KM3RegisterOutputs
+
+    scope, run = raw_run
+    cfg = tmp_path / "dirac.cfg"
+    cfg.write_text(_bounded_cfg(dirac_cs, timeout=2, attempts=2, delay=1))
+    workdir = tmp_path / "job"
+    workdir.mkdir()
+    go = tmp_path / "go"
+    job = subprocess.Popen(_job_command(cfg, scope, run, "--wait-for", str(go)), cwd=workdir,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env("0"))
+    stopped = False
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(workdir.glob("*.root"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(list(workdir.glob("*.root"))) == 2, "inputs never arrived"
+        os.killpg(rucio_server.process.pid, signal.SIGSTOP)
+        stopped = True
+        go.touch()
+        started = time.monotonic()
+        output, _ = job.communicate(timeout=120)
+        took = time.monotonic() - started
+    finally:
+        if job.poll() is None:
+            job.kill()
+        if stopped:
+            os.killpg(rucio_server.process.pid, signal.SIGCONT)
+    assert job.returncode == 0, output
+    assert "Registration pending" in output and "timed out" in output, output
+    # payload (~3 s) + one registration call: 2 tries of 2 s and a 1 s pause, with room for a loaded machine
+    assert took < 45, f"{took:.0f} s"
+    request = Request(json.loads((workdir / "km3dirac_outputs_request.json").read_text()))
+    (operation,) = list(request)
+    assert KM3RegisterOutputs(operation)()["OK"]
+    products = f"/km3net/{scope}/products/run11291"
+    assert len(list(rucio_client.list_dids(scope, [{"name": f"{products}/*"}], did_type="file"))) == 2

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -102,3 +104,29 @@ def test_job_input_data_from_a_hash_path_rse_uploaded_by_plain_rucio(local_sandb
     out = (tmp_path / "out" / job_id / "std.out").read_text() if fetched.returncode == 0 else fetched.stdout
     assert attributes["status"] == "Done", (attributes, out)
     assert f"adler32 {adler32_of_file(source)}" in out, out
+
+
+@pytest.mark.sandbox
+def test_a_job_with_a_bad_output_se_fails_before_its_payload_and_says_why(local_sandbox: RunningSandbox,
+                                                                          tmp_path: Path):
+    """The output RSE does not exist: the job fails without running its payload (no CPU spent on it), and its
+    ApplicationStatus names the parameter and the RSE instead of staying Running/Unknown."""
+    rendered = local_sandbox.run(
+        "dirac-km3-jdl-render", "user-analysis.jdl", "-p", "Name=bad-se", "-p", "Command=touch payload-ran",
+        "-p", "InputSandbox=", "-p", "InputData=", "-p", "OutputPatterns=payload-ran",
+        "-p", f"OutputPath=/km3net/u{uuid.uuid4().hex[:10]}/products", "-p", "OutputSE=NO-SUCH-RSE",
+        "-p", "CPUTime=600", "--output=job.jdl", cwd=tmp_path)
+    assert rendered.returncode == 0, rendered.stdout + rendered.stderr
+    submitted = local_sandbox.run("dirac-wms-job-submit", "job.jdl", cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_id = re.search(r"JobID = (\d+)", submitted.stdout).group(1)
+    attributes = _wait_for_done(local_sandbox, job_id)
+    assert attributes["status"] == "Failed", attributes
+    assert attributes["application_status"] == \
+        "Failed before the payload: KM3OutputSE NO-SUCH-RSE: no such RSE in Rucio", attributes
+    # the payload never started: the job's ApplicationStatus history has no "Running"
+    answer = subprocess.run([sys.executable, str(ROOT / "tests" / "fault_clients.py"), "application-history", job_id],
+                            env=local_sandbox.user_env(), capture_output=True, text=True, timeout=120, check=False)
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+    history = json.loads(answer.stdout.strip().splitlines()[-1])["application_status"]
+    assert "Running" not in history and attributes["application_status"] in history, history

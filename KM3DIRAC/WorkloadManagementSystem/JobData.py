@@ -1,18 +1,21 @@
 """DIRAC side of a job's Rucio data, shared by the JobExecutionCoordinator and ``dirac-km3-job-run``.
 
 Reads the catalog configuration once (``/Resources/FileCatalogs/RucioFileCatalog``, the same options as the
-catalog), reports progress as the job's ApplicationStatus, and turns deferred registrations into a DIRAC RMS
-request (operation ``KM3RegisterOutputs``) written where DIRAC's JobWrapper collects it (``*_request.json``).
+catalog), reports progress as the job's ApplicationStatus (and, when the job fails, why), and turns deferred
+registrations into a DIRAC RMS request (operation ``KM3RegisterOutputs``) written where DIRAC's JobWrapper collects
+it (``*_request.json``). Every Rucio call is bounded by the catalog section's Timeout/Attempts/RetryDelay.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from DIRAC import gConfig, gLogger
 
+from KM3DIRAC.core.job_checks import CredentialLifetime
 from KM3DIRAC.core.job_run import JobDataPlan, JobDataRunner, StoreOutcome
 from KM3DIRAC.Resources.Catalog.RucioSettings import catalog_from_cs
 
@@ -22,6 +25,8 @@ __all__ = ["catalog_from_cs", "finish_outputs", "runner_for", "site_rses"]
 
 REGISTER_OPERATION = "KM3RegisterOutputs"
 REQUEST_FILE = "km3dirac_outputs_request.json"
+#: DIRAC's JobDB keeps ApplicationStatus in a VARCHAR(255)
+APPLICATION_STATUS_LENGTH = 255
 
 
 def site_rses() -> list[str]:
@@ -48,6 +53,8 @@ class ApplicationStatusReporter:
 
     def __call__(self, message: str) -> None:
         log.notice(message)
+        if len(message) > APPLICATION_STATUS_LENGTH:
+            message = message[:APPLICATION_STATUS_LENGTH - 3] + "..."
         if self._report is not None:
             result = self._report.setApplicationStatus(message)
             if not result["OK"]:
@@ -64,9 +71,44 @@ class ApplicationStatusReporter:
             log.warn("could not set the job parameter KM3OutputDIDs", result["Message"])
 
 
-def runner_for(plan: JobDataPlan, job_id: int) -> JobDataRunner:
-    catalog = catalog_from_cs()
-    return JobDataRunner(catalog.client, catalog, plan, ApplicationStatusReporter(job_id))
+def job_credential() -> CredentialLifetime | None:
+    """The job's proxy (X509_USER_PROXY, else DIRAC's default location) and its time left; None without one."""
+    from DIRAC.Core.Security import Locations
+    from DIRAC.Core.Security.ProxyInfo import getProxyInfo
+
+    proxy = os.environ.get("X509_USER_PROXY") or Locations.getProxyLocation()
+    if not proxy or not Path(proxy).is_file():
+        return None
+    info = getProxyInfo(proxy, disableVOMS=True)
+    if not info["OK"]:
+        log.warn("cannot read the job's proxy", f"{proxy}: {info['Message']}")
+        return None
+    return CredentialLifetime(f"the job's proxy {proxy}", float(info["Value"]["secondsLeft"]))
+
+
+def runner_for(plan: JobDataPlan, job_id: int, status: ApplicationStatusReporter | None = None) -> JobDataRunner:
+    """The runner of ``plan``; raises KM3DiracError, or RucioUnreachableError when Rucio does not answer."""
+    from KM3DIRAC.core.job_run import RucioUnreachableError
+    from KM3DIRAC.core.rucio_calls import is_unreachable
+
+    try:
+        catalog = catalog_from_cs()
+    except Exception as error:
+        if is_unreachable(error):
+            raise RucioUnreachableError(f"Rucio unreachable: {type(error).__name__}: {error}") from error
+        raise
+    return JobDataRunner(catalog.client, catalog, plan, status or ApplicationStatusReporter(job_id),
+                         credential=job_credential(),
+                         cpu_normalisation=gConfig.getValue("/LocalSite/CPUNormalizationFactor", 0.0) or None)
+
+
+def report_failure(status: Any, stage: str, error: Exception) -> str:
+    """Log why the job failed and make it the job's ApplicationStatus (``Failed <stage>: <reason>``)."""
+    message = f"Failed {stage}: {error}"
+    log.error(message)
+    if status is not None:
+        status(message)
+    return message
 
 
 def finish_outputs(runner: JobDataRunner, workdir: Path, job_id: int) -> StoreOutcome:

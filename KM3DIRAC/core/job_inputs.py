@@ -1,7 +1,10 @@
 """A job's input data from Rucio: resolve DIDs to files, choose replicas by closeness, download in parallel.
 
-Every file is checked against its adler32; a failed or corrupt copy makes the next replica be tried. Free disk
-space is checked before anything is downloaded. Errors name the DID that could not be had.
+Every file is checked against its adler32; a failed or corrupt copy makes the next replica be tried. A copy whose
+checksum does not match is declared suspicious to Rucio (``declare_suspicious_file_replicas``, which Rucio's generic
+permission policy allows every account; Rucio's replica recoverer turns repeated declarations into bad replicas and
+has them recovered), logged and reported through ``on_bad_replica``. Free disk space is checked before anything is
+downloaded. Errors name the DID that could not be had.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 
 DISK_MARGIN_BYTES = 100 * 1024 * 1024
 Progress = Callable[[int, int], None]
+SUSPICIOUS_REASON = "KM3DIRAC job: adler32 mismatch on download"
 
 
 class InputDataError(KM3DiracError):
@@ -38,6 +42,43 @@ class InputFile:
     replicas: list[tuple[str, str]] = field(default_factory=list)  # (RSE, PFN), closest first
     local_path: Path | None = None
     source_rse: str | None = None
+    bad_replicas: list[BadReplica] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BadReplica:
+    """A replica whose bytes did not match the catalog's checksum."""
+
+    did: DID
+    rse: str
+    pfn: str
+    problem: str
+    declared: bool  # declared suspicious to Rucio (False: Rucio refused or was unreachable; see the log)
+
+    def describe(self) -> str:
+        outcome = "declared suspicious to Rucio" if self.declared else "NOT declared to Rucio (see the job log)"
+        return f"Bad replica of {self.did} at {self.rse} ({self.problem}): {outcome}"
+
+
+BadReplicaReport = Callable[[BadReplica], None]
+
+
+def declare_suspicious(client: Any, did: DID, rse: str, pfn: str, problem: str) -> BadReplica:
+    """Tell Rucio that the replica at ``pfn`` is suspicious; a failure to do so is logged, never raised."""
+    try:
+        # the answer lists, per RSE, the PFNs Rucio could not match to a replica
+        not_declared = client.declare_suspicious_file_replicas([pfn], f"{SUSPICIOUS_REASON}: {problem}") or {}
+        refused = [item for items in dict(not_declared).values() for item in items]
+        declared = not refused
+        if refused:
+            log.error("Rucio did not take the suspicious replica %s of %s at %s: %s", pfn, did, rse, refused)
+    except Exception as error:  # reporting must not stop the job from using the next replica
+        log.error("could not declare the replica %s of %s at %s suspicious: %s: %s", pfn, did, rse,
+                  type(error).__name__, error)
+        declared = False
+    bad = BadReplica(did, rse, pfn, problem, declared)
+    log.warning("%s", bad.describe())
+    return bad
 
 
 def resolve_inputs(client: Any, dids: Iterable[str], mapper: LFNMapper | None = None) -> list[InputFile]:
@@ -83,7 +124,8 @@ def check_free_space(files: list[InputFile], destination: Path, margin: int = DI
                              f"{len(files)} input files (with margin), {free} free")
 
 
-def _fetch_one(client: Any, entry: InputFile, destination: Path, rse_settings: dict[str, dict]) -> InputFile:
+def _fetch_one(client: Any, entry: InputFile, destination: Path, rse_settings: dict[str, dict],
+               on_bad_replica: BadReplicaReport | None = None) -> InputFile:
     from rucio.rse import rsemanager
 
     target = destination / entry.did.name.rsplit("/", 1)[-1]
@@ -101,8 +143,13 @@ def _fetch_one(client: Any, entry: InputFile, destination: Path, rse_settings: d
                 protocol.close()
             checksum = adler32_of_file(partial)
             if entry.adler32 and checksum != normalise_adler32(entry.adler32):
-                errors.append(f"{rse}: adler32 {checksum} != {entry.adler32}")
+                problem = f"adler32 {checksum} != {normalise_adler32(entry.adler32)}"
+                errors.append(f"{rse}: {problem}")
                 partial.unlink(missing_ok=True)
+                bad = declare_suspicious(client, entry.did, rse, pfn, problem)
+                entry.bad_replicas.append(bad)
+                if on_bad_replica:
+                    on_bad_replica(bad)
                 continue
             partial.replace(target)
             entry.local_path, entry.source_rse = target, rse
@@ -114,8 +161,10 @@ def _fetch_one(client: Any, entry: InputFile, destination: Path, rse_settings: d
 
 
 def download_inputs(client: Any, files: list[InputFile], destination: Path, workers: int = 4,
-                    progress: Progress | None = None) -> list[InputFile]:
-    """Download every file into ``destination`` (flat, by base name), ``workers`` at a time."""
+                    progress: Progress | None = None,
+                    on_bad_replica: BadReplicaReport | None = None) -> list[InputFile]:
+    """Download every file into ``destination`` (flat, by base name), ``workers`` at a time; each replica that fails
+    its checksum is declared suspicious and passed to ``on_bad_replica`` before the next replica is tried."""
     rucio_policy.register()
     destination.mkdir(parents=True, exist_ok=True)
     names = [f.did.name.rsplit("/", 1)[-1] for f in files]
@@ -129,7 +178,7 @@ def download_inputs(client: Any, files: list[InputFile], destination: Path, work
     if progress:
         progress(0, len(files))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(_fetch_one, client, entry, destination, rse_settings) for entry in files]
+        futures = [pool.submit(_fetch_one, client, entry, destination, rse_settings, on_bad_replica) for entry in files]
         for future in as_completed(futures):
             try:
                 future.result()

@@ -165,11 +165,16 @@ def registration_entries(outputs: list[StoredOutput], spec: OutputSpec) -> dict[
 
 def register_outputs(catalog: Any, entries: dict[str, dict], replicate_to: str | None = None) -> list[str]:
     """Register with ``catalog`` (a RucioCatalog); raise :class:`RegistrationPending` if Rucio is unreachable."""
+    from KM3DIRAC.core.rucio_calls import is_unreachable
+
     try:
         result = catalog.add_files(entries)
-    except Exception as error:  # whole call failed: Rucio down, authentication...
-        raise RegistrationPending(f"registration of {len(entries)} outputs deferred: {type(error).__name__}: "
-                                  f"{error}", entries) from error
+    except Exception as error:  # whole call failed: Rucio down or silent (deferred), or a refusal (named)
+        if is_unreachable(error) or _looks_transient(f"{type(error).__name__} {error}"):
+            raise RegistrationPending(f"registration of {len(entries)} outputs deferred: {type(error).__name__}: "
+                                      f"{error}", entries) from error
+        raise OutputDataError(f"outputs refused by Rucio ({type(error).__name__}: {error}); they stay stored at "
+                              f"{sorted({e['SE'] for e in entries.values()})}: {sorted(entries)}") from error
     if result.failed:
         transient = {lfn: entries[lfn] for lfn, reason in result.failed.items() if _looks_transient(reason)}
         permanent = {lfn: reason for lfn, reason in result.failed.items() if lfn not in transient}

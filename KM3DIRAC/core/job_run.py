@@ -1,10 +1,13 @@
 """One job's data plan and its two halves, shared by both ways in (the JobExecutionCoordinator of production jobs
 and the ``dirac-km3-job-run`` command of user jobs):
 
-    fetch_inputs()          before the payload: "Downloading inputs i/n"
+    fetch_inputs()          before the payload: checks (job_checks), "Downloading inputs i/n"
     store_and_register()    after the payload:  "Uploading outputs i/n", "Registered" (or "Registration pending")
 
-The status callback is what the DIRAC adapter turns into the job's ApplicationStatus.
+Everything that can be checked before the payload is (output and failover RSEs, output path and its fields,
+the credential's lifetime against the job's CPUTime), all problems named at once in a PreflightError. The status
+callback is what the DIRAC adapter turns into the job's ApplicationStatus; a bad input replica is reported there
+too ("Bad replica of ... declared suspicious to Rucio").
 """
 
 from __future__ import annotations
@@ -16,8 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from KM3DIRAC.core.errors import ConfigurationError
-from KM3DIRAC.core.job_inputs import InputFile, attach_replicas, download_inputs, resolve_inputs
+from KM3DIRAC.core.errors import ConfigurationError, InvalidLFNError, KM3DiracError
+from KM3DIRAC.core.job_checks import (
+    CredentialLifetime,
+    PreflightError,
+    credential_problems,
+    output_rse_problems,
+    required_credential_seconds,
+)
+from KM3DIRAC.core.job_inputs import BadReplica, InputFile, attach_replicas, download_inputs, resolve_inputs
 from KM3DIRAC.core.job_outputs import (
     OutputSpec,
     RegistrationPending,
@@ -43,6 +53,7 @@ class JobDataPlan:
     download_workers: int = 4
     output_patterns: list[str] = field(default_factory=list)
     output: OutputSpec | None = None
+    cpu_time: float | None = None  # the JDL CPUTime (DIRAC's normalised seconds)
 
 
 @dataclass
@@ -118,8 +129,13 @@ def plan_from_parameters(parameters: dict[str, Any], workdir: Path, job_id: int 
         workers = int(parameters.get("KM3DownloadWorkers") or 4)
     except ValueError as error:
         raise ConfigurationError(f"KM3DownloadWorkers must be an integer: {error}") from error
+    try:
+        cpu_time = float(parameters["CPUTime"]) if parameters.get("CPUTime") not in (None, "") else None
+    except ValueError as error:
+        raise ConfigurationError(f"CPUTime must be a number of seconds: {error}") from error
     return JobDataPlan(inputs=_as_list(parameters.get("KM3InputData")), parents=_parents(parameters), input_dir=workdir,
-                       close_rses=close_rses or [], download_workers=workers, output_patterns=patterns, output=output)
+                       close_rses=close_rses or [], download_workers=workers, output_patterns=patterns, output=output,
+                       cpu_time=cpu_time)
 
 
 def read_job_info(path: Path) -> dict[str, str]:
@@ -160,34 +176,87 @@ def output_directory(template: str, metadata: dict[str, Any]) -> str:
     turns braces into lists.)"""
     missing = sorted({key for key in OUTPUT_PATH_FIELD.findall(template) if metadata.get(key) in (None, "")})
     if missing:
-        raise ConfigurationError(f"KM3OutputPath {template}: no value for {missing} in the outputs' metadata "
-                                 f"{sorted(metadata)}")
+        raise PreflightError([f"KM3OutputPath {template}: no value for {missing} in the outputs' metadata "
+                              f"{sorted(metadata)}"])
     return OUTPUT_PATH_FIELD.sub(lambda match: str(metadata[match.group(1)]), template)
 
 
+class RucioUnreachableError(KM3DiracError):
+    """Rucio did not answer within the call policy's bound before the payload started."""
+
+
 class JobDataRunner:
-    def __init__(self, client: Any, catalog: Any, plan: JobDataPlan, status: Status | None = None) -> None:
+    def __init__(self, client: Any, catalog: Any, plan: JobDataPlan, status: Status | None = None,
+                 credential: CredentialLifetime | None = None, cpu_normalisation: float | None = None) -> None:
         self.client = client
         self.catalog = catalog
         self.plan = plan
         self.status = status or (lambda message: None)
+        self.credential = credential
+        self.cpu_normalisation = cpu_normalisation
         self.rse_settings: dict[str, dict] = {}
+        self.bad_replicas: list[BadReplica] = []
 
     def fetch_inputs(self) -> list[InputFile]:
-        """Download the inputs; also learn the output RSEs now, so uploads work even if Rucio goes away."""
+        """Check what can be checked, then download the inputs. The output RSEs' settings are learnt now, so
+        uploads work even if Rucio goes away. Raises PreflightError (every problem named), InputDataError, or
+        RucioUnreachableError."""
+        from KM3DIRAC.core.rucio_calls import is_unreachable
+
+        try:
+            return self._fetch_inputs()
+        except KM3DiracError:
+            raise
+        except Exception as error:
+            if is_unreachable(error):
+                raise RucioUnreachableError(f"Rucio unreachable before the payload: {type(error).__name__}: "
+                                            f"{error}") from error
+            raise
+
+    def _fetch_inputs(self) -> list[InputFile]:
+        problems = credential_problems(self.credential,
+                                       required_credential_seconds(self.plan.cpu_time, self.cpu_normalisation))
         if self.plan.output:
             self.rse_settings = prefetch_rse_settings(self.client, self.plan.output)
-        if not self.plan.inputs:
-            if self.plan.output and self.plan.parents:  # DIRAC downloads them: still learn their run
-                self._inherit_metadata(self.plan.parents)
-            return []
-        files = resolve_inputs(self.client, self.plan.inputs, self.catalog.mapper)
-        attach_replicas(self.client, files, self.plan.close_rses)
-        download_inputs(self.client, files, self.plan.input_dir, self.plan.download_workers,
-                        progress=lambda done, total: self.status(f"Downloading inputs {done}/{total}"))
+            problems += output_rse_problems(self.client, self._output_rses(), getattr(self.client, "account", None))
+        if problems:
+            raise PreflightError(problems)
+        files: list[InputFile] = []
+        if self.plan.inputs:
+            files = resolve_inputs(self.client, self.plan.inputs, self.catalog.mapper)
+            attach_replicas(self.client, files, self.plan.close_rses)
         if self.plan.output:
-            self._inherit_metadata([self.catalog.mapper.to_lfn(f.did) for f in files])
+            parents = [self.catalog.mapper.to_lfn(f.did) for f in files] if files else self.plan.parents
+            if parents:  # the outputs inherit their inputs' run (DIRAC downloads a task's InputData itself)
+                self._inherit_metadata(parents)
+            self._check_output_path()
+        if files:
+            download_inputs(self.client, files, self.plan.input_dir, self.plan.download_workers,
+                            progress=lambda done, total: self.status(f"Downloading inputs {done}/{total}"),
+                            on_bad_replica=self._report_bad_replica)
         return files
+
+    def _output_rses(self) -> dict[str, str]:
+        spec = self.plan.output
+        rses = {spec.rse: "KM3OutputSE"}
+        for rse in spec.failover_rses:
+            rses.setdefault(rse, "KM3FailoverSEs")
+        return rses
+
+    def _check_output_path(self) -> None:
+        spec = self.plan.output
+        directory = output_directory(spec.directory, spec.metadata)  # names fields without a value
+        try:
+            did = self.catalog.mapper.to_did(f"{directory.rstrip('/')}/output")
+        except InvalidLFNError as error:
+            raise PreflightError([f"KM3OutputPath {directory}: {error}"]) from error
+        if did.scope not in set(self.client.list_scopes()):
+            raise PreflightError([f"KM3OutputPath {directory}: scope {did.scope} does not exist in Rucio "
+                                  f"(rucio-admin scope add --scope {did.scope} --account <owner>)"])
+
+    def _report_bad_replica(self, bad: BadReplica) -> None:
+        self.bad_replicas.append(bad)
+        self.status(bad.describe())
 
     def _inherit_metadata(self, input_lfns: list[str]) -> None:
         spec = self.plan.output

@@ -33,6 +33,7 @@ ROOT_ACCOUNT = "root"
 ROOT_USERNAME = "km3dirac-root"
 ROOT_PASSWORD = "km3dirac-root-secret"
 POLICY_MODULE = "KM3DIRAC.core.rucio_policy"
+PFN2LFN_ALGORITHM = "km3dirac"
 
 # alembic's env.py of Rucio configures logging from the ini file: it needs these sections
 ALEMBIC_LOGGING = """
@@ -100,6 +101,8 @@ def server_config_text(database_dsn: str, alembic_ini: Path) -> str:
         schema = generic
         lfn2pfn_algorithm_default = hash
         lfn2pfn_module = {POLICY_MODULE}
+        # PFN -> DID the other way round (declaring suspicious or bad replicas by PFN)
+        pfn2lfn = {PFN2LFN_ALGORITHM}
         support = none
         support_rucio = none
         [core]

@@ -20,7 +20,13 @@ from KM3DIRAC import VO
 from KM3DIRAC.core.catalog import Bulk, RucioCatalog
 from KM3DIRAC.core.errors import KM3DiracError
 from KM3DIRAC.core.lfn import LFNMapper
-from KM3DIRAC.Resources.Catalog.RucioSettings import client_settings, fields_did, metadata_schema, rucio_client
+from KM3DIRAC.Resources.Catalog.RucioSettings import (
+    call_policy,
+    client_settings,
+    fields_did,
+    metadata_schema,
+    rucio_client,
+)
 
 log = gLogger.getSubLogger("RucioFileCatalog")
 
@@ -164,6 +170,7 @@ class RucioFileCatalogClient(FileCatalogClientBase):
         self.vo = options.get("VO") or VO
         self._catalog: RucioCatalog | None = None
         self._settings = client_settings(options)  # configuration errors surface at construction
+        self._policy = call_policy(options)
         self.replica_urls = self._replica_urls_wanted(options)
 
     def _replica_urls_wanted(self, options) -> bool:
@@ -179,7 +186,7 @@ class RucioFileCatalogClient(FileCatalogClientBase):
     @property
     def catalog(self) -> RucioCatalog:
         if self._catalog is None:
-            client = rucio_client(self._settings)
+            client = rucio_client(self._settings, self._policy)
             self._catalog = RucioCatalog(client, LFNMapper(self.vo), schema=metadata_schema(self.options),
                                          fields_did=fields_did(self.options))
         return self._catalog

@@ -17,7 +17,13 @@ from DIRAC.WorkloadManagementSystem.JobWrapper.JobExecutionCoordinator import (
 
 from KM3DIRAC.core.errors import KM3DiracError
 from KM3DIRAC.core.job_run import plan_from_parameters
-from KM3DIRAC.WorkloadManagementSystem.JobData import finish_outputs, runner_for, site_rses
+from KM3DIRAC.WorkloadManagementSystem.JobData import (
+    ApplicationStatusReporter,
+    finish_outputs,
+    report_failure,
+    runner_for,
+    site_rses,
+)
 
 log = gLogger.getSubLogger("KM3JobExecutionCoordinator")
 
@@ -31,6 +37,7 @@ class JobExecutionCoordinator(DIRACJobExecutionCoordinator):
         self.job_id = int(jobArgs.get("JobID") or 0)
         self.enabled = Path(str(jobArgs.get("Executable", ""))).name != SELF_MANAGING_EXECUTABLE
         self._runner = None
+        self._status = None
 
     def job_directory(self) -> Path:
         """Where DIRAC's JobWrapper runs the payload: <wrapper directory>/<JobID> (not the current directory)."""
@@ -38,19 +45,22 @@ class JobExecutionCoordinator(DIRACJobExecutionCoordinator):
         return candidate if self.job_id and candidate.is_dir() else Path.cwd()
 
     def _get_runner(self):
+        if self._status is None:
+            self._status = ApplicationStatusReporter(self.job_id)
         if self._runner is None:
             plan = plan_from_parameters(self.jobArgs, self.job_directory(), self.job_id, close_rses=site_rses())
-            self._runner = runner_for(plan, self.job_id)
+            self._runner = runner_for(plan, self.job_id, self._status)
         return self._runner
 
     def preProcess(self, command: str, exeEnv: dict):
+        """Checks and input data before the payload: a failure fails the job without running it, and the job's
+        ApplicationStatus says why."""
         if not self.enabled:
             return S_OK({"command": command, "env": exeEnv})
         try:
             files = self._get_runner().fetch_inputs()
         except KM3DiracError as error:
-            log.error("input data", str(error))
-            return S_ERROR(f"KM3DIRAC input data: {error}")
+            return S_ERROR(f"KM3DIRAC: {report_failure(self._status, 'before the payload', error)}")
         if files:
             self._get_runner().status("Running")
         return S_OK({"command": command, "env": exeEnv})
@@ -61,6 +71,5 @@ class JobExecutionCoordinator(DIRACJobExecutionCoordinator):
         try:
             finish_outputs(self._get_runner(), self.job_directory(), self.job_id)
         except KM3DiracError as error:
-            log.error("output data", str(error))
-            return S_ERROR(f"KM3DIRAC output data: {error}")
+            return S_ERROR(f"KM3DIRAC: {report_failure(self._status, 'storing the outputs', error)}")
         return S_OK()

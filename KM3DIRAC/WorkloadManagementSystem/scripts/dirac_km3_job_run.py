@@ -4,7 +4,9 @@
 For plain `dirac-wms-job-submit` users: name this command as the JDL Executable; it reads the KM3* parameters
 of the job's JDL (job.info in the job directory, see jdl_templates/README.md), options override them. Progress is
 the job's
-ApplicationStatus ("Downloading inputs 3/10", "Running", "Uploading outputs 2/5", "Registered"). When Rucio cannot
+ApplicationStatus ("Downloading inputs 3/10", "Running", "Uploading outputs 2/5", "Registered"; a failed job's says
+why: "Failed before the payload: KM3OutputSE X: no such RSE in Rucio"). Output and failover RSEs, the output path
+and the proxy's lifetime against the job's CPUTime are checked before the payload starts. When Rucio cannot
 be reached for registration the outputs stay stored and a request for DIRAC's RMS is left in the job directory
 (km3dirac_outputs_request.json), which the JobWrapper sends; the exit code is then still the payload's.
 
@@ -53,16 +55,23 @@ def main():
 
     from KM3DIRAC.core.errors import KM3DiracError
     from KM3DIRAC.core.job_run import plan_from_parameters, read_job_info
-    from KM3DIRAC.WorkloadManagementSystem.JobData import finish_outputs, runner_for, site_rses
+    from KM3DIRAC.WorkloadManagementSystem.JobData import (
+        ApplicationStatusReporter,
+        finish_outputs,
+        report_failure,
+        runner_for,
+        site_rses,
+    )
 
     job_id = int(os.environ.get("JOBID") or 0)
     workdir = Path.cwd()
     parameters = {**read_job_info(workdir / "job.info"), **parameters}
-    try:
-        runner = runner_for(plan_from_parameters(parameters, workdir, job_id, close_rses=site_rses()), job_id)
+    status = ApplicationStatusReporter(job_id)
+    try:  # every check that can be made before the payload is made here: a bad parameter costs no CPU
+        runner = runner_for(plan_from_parameters(parameters, workdir, job_id, close_rses=site_rses()), job_id, status)
         runner.fetch_inputs()
     except KM3DiracError as error:
-        gLogger.error("input data", str(error))
+        report_failure(status, "before the payload", error)
         sys.exit(2)
     runner.status("Running")
     payload = subprocess.run(command, check=False)
@@ -72,7 +81,7 @@ def main():
     try:
         outcome = finish_outputs(runner, workdir, job_id)
     except KM3DiracError as error:
-        gLogger.error("output data", str(error))
+        report_failure(status, "storing the outputs", error)
         sys.exit(3)
     for lfn in outcome.registered:
         gLogger.notice(f"registered {lfn}")
