@@ -27,6 +27,10 @@ SANDBOX_SE = "SandboxSE"
 HOST_NAME = "localhost"
 USER_NAME = "km3user"
 USER_GROUP = f"{VO}_user"  # the group LocalDiracConfig's Registry defines
+PRODUCTION_GROUP = f"{VO}_prod"  # the user as production manager (dirac-km3-sandbox env --as prodmanager)
+#: minutes DIRAC's JobWrapper holds back a job's failover request (DIRAC's default 45): a registration deferred while
+#: Rucio was down is retried this soon after the job ends, then at every RequestExecutingAgent cycle
+FAILOVER_REQUEST_DELAY_MINUTES = 1
 HOST_PROPERTIES = ("TrustedHost", "Operator", "FullDelegation", "ProxyManagement", "ServiceAdministrator",
                    "JobAdministrator", "CSAdministrator", "ProductionManagement", "SiteManager")
 
@@ -256,6 +260,10 @@ Systems
         LocalSE = {SANDBOX_SE}
       }}
     }}
+    JobWrapper
+    {{
+      FailoverRequestDelay = {FAILOVER_REQUEST_DELAY_MINUTES}
+    }}
   }}
 }}
 Registry
@@ -273,6 +281,12 @@ Registry
     {USER_GROUP}
     {{
       Properties = NormalUser, ProductionManagement
+    }}
+    {PRODUCTION_GROUP}
+    {{
+      Users = {USER_NAME}
+      Properties = NormalUser, ProductionManagement
+      VO = {VO}
     }}
   }}
 }}
