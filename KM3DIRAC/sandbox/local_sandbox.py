@@ -52,6 +52,7 @@ from KM3DIRAC.sandbox.rucio_server import (
     ROOT_USERNAME,
     SOURCE_ROOT,
     client_config_text,
+    serve_again,
     start_rucio_server,
 )
 from KM3DIRAC.sandbox.state import ComponentRecord, SandboxState, is_alive, is_healthy, record_process, stop_component
@@ -353,6 +354,53 @@ class Sandbox:
         self._start_process("WorkloadManagement/JobAgent", "pilot",
                             [sys.executable, "-m", "KM3DIRAC.sandbox.pilot_loop", str(self.paths.root / "pilot")],
                             env=env, cwd=self.paths.root)
+
+    # -- Rucio outages (fault trials) ------------------------------------------------------------------------
+    def stop_rucio_server(self) -> None:
+        """Stop Rucio's HTTP server only (its database keeps running): Rucio is down for every client."""
+        record = self._component("Rucio server")
+        stop_component(record)
+
+    def start_rucio_server(self) -> None:
+        """Serve Rucio again on the port it had (after :meth:`stop_rucio_server`)."""
+        record = self._component("Rucio server")
+        if is_alive(record):
+            return
+        process = serve_again(self.paths.rucio_dir, record.port)
+        self.state.components[self.state.components.index(record)] = record_process(
+            record.name, record.kind, process.pid, Path(record.log), record.port)
+        self.state.save()
+
+    def _component(self, name: str) -> ComponentRecord:
+        for record in self.state.components:
+            if record.name == name:
+                return record
+        raise SandboxError(f"sandbox in {self.paths.root} has no running component {name!r}")
+
+    def process_ids(self) -> list[int]:
+        """Every live process of the sandbox: the members of each recorded process group and PostgreSQL's."""
+        groups = {record.pid for record in self.state.components if is_alive(record)}
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if int(stat.read_text().rsplit(")", 1)[1].split()[2]) in groups:
+                    pids.append(int(stat.parent.name))
+            except (OSError, IndexError, ValueError):
+                continue
+        if self.state.postgres:
+            postmaster = Path(self.state.postgres["base_dir"]) / "data" / "postmaster.pid"
+            try:
+                leader = int(postmaster.read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                leader = 0
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    fields = stat.read_text().rsplit(")", 1)[1].split()
+                except (OSError, IndexError):
+                    continue
+                if leader and (int(stat.parent.name) == leader or int(fields[1]) == leader):
+                    pids.append(int(stat.parent.name))
+        return sorted(set(pids))
 
     # -- status -----------------------------------------------------------------------------------------------
     def status(self) -> tuple[bool, str]:

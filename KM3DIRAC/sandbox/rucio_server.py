@@ -185,6 +185,17 @@ def _start_gunicorn(venv: Path, port: int, config_file: Path, log_file: Path,
     return start_process(command, log_file=log_file, env=_server_env(config_file), cwd=config_file.parent)
 
 
+def serve_again(work_dir: Path, port: int) -> subprocess.Popen:
+    """Start gunicorn again for the server whose files are in ``work_dir`` (its database still running), on
+    ``port``; return once it answers."""
+    config_file = work_dir / "rucio-server.cfg"
+    log_file = work_dir / "rucio-server.log"
+    process = _start_gunicorn(server_venv(), port, config_file, log_file)
+    wait_until(lambda: http_get_ok(f"http://{LOOPBACK}:{port}/ping"), what="Rucio server", timeout=60,
+               log_file=log_file, process=process)
+    return process
+
+
 def _wait_ready(server: RucioServer) -> None:
     wait_until(lambda: http_get_ok(f"{server.url}/ping"), what="Rucio server", timeout=60,
                log_file=server.log_file, process=server.process)

@@ -40,7 +40,6 @@ def _parser() -> argparse.ArgumentParser:
                         help="leave /Operations/Defaults/Services/Catalogs/CatalogList empty")
     parser.add_argument("--fresh", action="store_true", help="up: remove the sandbox's state first (as reset)")
     parser.add_argument("--as", dest="identity", default="user", help="env, shell: user (default) or prodmanager")
-    parser.add_argument("shell_command", nargs="*", help="shell: run this command instead of an interactive shell")
     return parser
 
 
@@ -70,7 +69,10 @@ def _shell(root: Path, identity: str, command: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command_after = argv.index("--") if "--" in argv else len(argv)
+    arguments = _parser().parse_args(argv[:command_after])
+    arguments.shell_command = argv[command_after + 1:]
     from KM3DIRAC.sandbox.local_sandbox import (
         DEFAULT_DIRECTORY,
         Sandbox,
