@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from sandbox_fixtures import RunningSandbox
 from KM3DIRAC.sandbox.local_sandbox import Sandbox
 
 TRAIN_TIMEOUT = 480
+JOB_AFTER_RESTART_TIMEOUT = 180
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_CHECKS = {
     "dirac-dms-find-lfns": r"^/km3net/km3demo/merged/run00011291\.merged\.json$",
@@ -113,6 +115,16 @@ def test_demo_train_runs_end_to_end_survives_a_restart_and_a_second_run_duplicat
     server_cfg = (local_sandbox.paths.rucio_dir / "rucio-server.cfg").read_text()
     assert f"127.0.0.1:{state.postgres['port']}/rucio" in server_cfg
     assert _snapshot(local_sandbox, enter, transformation_ids) == before
+    # and the restarted sandbox runs new jobs (its SandboxSE and services on their new ports)
+    submitted = _plain_shell(f"{enter} && dirac-wms-job-submit KM3DIRAC/demo/hello.jdl")
+    job_id = re.search(r"JobID = (\d+)", submitted.stdout)
+    assert job_id, submitted.stdout + submitted.stderr
+    deadline = time.monotonic() + JOB_AFTER_RESTART_TIMEOUT
+    status = ""
+    while time.monotonic() < deadline and "Status=Done;" not in status:
+        time.sleep(3)
+        status = _plain_shell(f"{enter} && dirac-wms-job-status {job_id.group(1)}").stdout
+    assert "Status=Done;" in status, status
 
     second = _demo(local_sandbox)
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
