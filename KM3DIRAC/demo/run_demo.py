@@ -88,10 +88,15 @@ def main(argv: list[str] | None = None) -> int:
                "--runs", str(args.runs), "--files-per-run", str(args.files_per_run), "--timeout", str(args.timeout)]
     code = subprocess.run(command, env={**env, "KM3DIRAC_DEMO_SANDBOX_SECONDS": f"{sandbox_seconds:.1f}"},
                           check=False).returncode
-    if args.down:
-        from KM3DIRAC.sandbox.local_sandbox import Sandbox
+    from KM3DIRAC.sandbox.local_sandbox import Sandbox
 
-        print(Sandbox(args.dir.resolve()).down())
+    sandbox = Sandbox(args.dir.resolve())
+    if args.down:
+        print(sandbox.down())
+    elif url := sandbox.portal_url():
+        say("the demo's jobs, train steps, requests and files in DIRAC's web portal (Job Monitor, Transformation "
+            "Monitor, Request Monitor, File Catalog in the menu), logged in as the sandbox user:")
+        print(f"    {url}", flush=True)
     return code
 
 
