@@ -112,15 +112,18 @@ class PortalBrowser:
         """The rows the grid shows: {dataIndex: the text in the cell}."""
         rows = []
         for item in self.driver.find_elements(By.CSS_SELECTOR, f"#{grid.id} table.x-grid-item"):
-            cells = [cell.text.strip() for cell in item.find_elements(By.CSS_SELECTOR, "td.x-grid-cell")]
-            rows.append(dict(zip(grid.columns, cells, strict=False)))
+            # textContent: also the cells of collapsed groups and those cut short with an ellipsis
+            cells = [(cell.get_attribute("textContent") or "").strip()
+                     for cell in item.find_elements(By.CSS_SELECTOR, "td.x-grid-cell")]
+            if cells:  # not a group's header
+                rows.append(dict(zip(grid.columns, cells, strict=False)))
         return rows
 
     def row_element(self, grid: Grid, column: str, value: str) -> WebElement:
         index = grid.columns.index(column)
         for item in self.driver.find_elements(By.CSS_SELECTOR, f"#{grid.id} table.x-grid-item"):
             cells = item.find_elements(By.CSS_SELECTOR, "td.x-grid-cell")
-            if len(cells) > index and cells[index].text.strip() == value:
+            if len(cells) > index and (cells[index].get_attribute("textContent") or "").strip() == value:
                 return cells[index]
         raise PortalError(f"no row with {column} = {value!r} in {self.rows(grid)}")
 
@@ -165,6 +168,19 @@ return grid ? {id: grid.getId(), title: wins[0].title,
 
         self.wait_for(check, f"a window {title_start!r} with rows")
         return self.rows(Grid(**found))
+
+    def group_titles(self, grid: Grid) -> list[str]:
+        return [(title.get_attribute("textContent") or "").strip()
+                for title in self.driver.find_elements(By.CSS_SELECTOR, f"#{grid.id} .x-grid-group-title")]
+
+    def expand_groups(self, grid: Grid) -> None:
+        """Open the collapsed groups of a grouped grid (the File Catalog groups files by directory)."""
+        for _ in range(100):  # each click re-renders the grid: look the headers up again every time
+            collapsed = [header for header in self.driver.find_elements(
+                By.CSS_SELECTOR, f"#{grid.id} .x-grid-group-hd-collapsed") if header.is_displayed()]
+            if not collapsed:
+                return
+            collapsed[0].click()
 
     # -- the File Catalog's directory tree and metadata query
     _CATALOG_TREE = """
@@ -217,6 +233,14 @@ return trees.length ? trees[0].getId() : null;
         items[0].click()
 
     def screenshot(self, name: str) -> Path:
+        """The page as a PNG in the test results, its grids' columns first made as wide as their contents."""
+        try:
+            self.driver.execute_script(
+                "Ext.ComponentQuery.query('gridpanel').forEach(function (g) { if (g.isVisible(true)) {"
+                " g.getVisibleColumns().forEach(function (c) { if (c.autoSize && c.dataIndex) { c.autoSize(); } });"
+                " } });")
+        except JavascriptException:  # no ExtJS on the page (yet): the page as it is
+            pass
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         path = RESULTS_DIR / f"{name}.png"
         self.driver.save_screenshot(str(path))

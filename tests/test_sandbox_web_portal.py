@@ -216,7 +216,12 @@ def test_job_monitor_shows_km3dirac_jobs_their_application_status_and_details(br
     browser.context_menu(browser.row_element(browser.grid("JobID"), "JobID", job_id), "Logging info")
     history = browser.window_grid_rows(f"Attributes for JobID:{job_id}")  # (sic: WebAppDIRAC's title)
     stages = [row["app_status"] for row in history if row["source"] == "KM3DIRAC"]
-    assert stages == ["Downloading inputs 1/1", "Uploading outputs 1/1", "Registered"], history
+    downloads = [stage for stage in stages if stage.startswith("Downloading inputs ")]
+    uploads = [stage for stage in stages if stage.startswith("Uploading outputs ")]
+    # dirac-km3-job-run: inputs from Rucio, the payload, outputs to the RSE, their registration
+    assert stages == [*downloads, "Running", *uploads, "Registered"], history
+    assert downloads[-1] == "Downloading inputs 3/3", stages  # the run's 3 files
+    assert re.fullmatch(r"Uploading outputs (\d+)/\1", uploads[-1]), stages
     assert history[-1]["status"] == "Done"
     browser.screenshot("job-monitor-logging-info")
 
@@ -264,24 +269,29 @@ def test_file_catalog_browses_km3net_and_finds_files_by_metadata_over_rucio(brow
                                    "the metadata fields")
     assert {"datatype", "run_number", "DetectorID"} <= {row["Name"] for row in fields}, fields
     # browse: / -> km3net -> km3demo -> merged
-    for directory, children in (("km3net", {TRAIN}), (TRAIN, {"raw", "summaries", "merged"})):
+    # ("raw" is missing below km3demo: KM3DIRAC's listDirectory shows only directories that are Rucio collections
+    # one level down, and the raw runs are datasets two levels down, raw/KM3NeT_00000049/run<n>)
+    for directory, children in (("km3net", {TRAIN}), (TRAIN, {"summaries", "merged"})):
         browser.expand_tree_node(directory)
         browser.wait_for(lambda children=children: children <= set(browser.tree_nodes()),
                          f"{children} below {directory}", lambda: f"tree: {browser.tree_nodes()}")
     browser.screenshot("file-catalog-tree")
 
-    # search: datatype = merged, from the train's directory
+    # search: datatype = merged, from the train's directory: one group per directory, a row per file
     browser.start_query_from(TRAIN)
     browser.choose_metadata_value("datatype", "merged")
     browser.click_button("Submit")
-    rows = browser.wait_for_rows("filename", lambda rows: len(rows) >= 2 and rows[0].get("filename"),
-                                 "the files found")
-    merged = {row["filename"]: row for row in rows}
-    assert set(merged) == {"KM3NeT_00000049_00011291.merged.json", "KM3NeT_00000049_00011292.merged.json"}, rows
+    files = browser.grid("filename")
+    merged_group = f"Directory: /km3net/{TRAIN}/merged (2 Items)"
+    browser.wait_for(lambda: browser.group_titles(files) == [merged_group], "the files found, by directory",
+                     lambda: f"groups: {browser.group_titles(files)}")
+    browser.expand_groups(files)
+    rows = browser.wait_for_rows("filename", lambda rows: len(rows) == 2, "the merged files")
+    assert {row["filename"] for row in rows} == {"run00011291.merged.json", "run00011292.merged.json"}, rows
     for row in rows:
-        assert row["dirname"] == f"/km3net/{TRAIN}/merged", row
         assert int(row["size"]) > 0, row
-        assert re.match(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}", row["date"]), row
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", row["date"]), row
+        assert "datatype: merged" in row["metadata"] and "TrainName: km3demo" in row["metadata"], row
     browser.screenshot("file-catalog-search")
 
 

@@ -205,9 +205,13 @@ def main(argv: list[str] | None = None) -> None:
     port, socket_path, token_file, user_certificate = arguments
     token = Path(token_file).read_text().strip()
     handler = make_handler(Path(socket_path), token, Path(user_certificate).read_text())
-    server = http.server.ThreadingHTTPServer((LOOPBACK, int(port)), handler)
-    server.daemon_threads = True
+    server = FrontServer((LOOPBACK, int(port)), handler)
     server.serve_forever()
+
+
+class FrontServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64  # a browser opens many connections at once while the portal loads
 
 
 if __name__ == "__main__":
