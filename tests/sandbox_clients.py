@@ -191,7 +191,28 @@ def job_attributes(job_id: str) -> dict:
             "application_status": application[int(job_id)]["ApplicationStatus"]}
 
 
+def leave_pending_registration(job_id: str, directory: str, path: str, rse: str, metadata_json: str) -> dict:
+    """What a job leaves when Rucio stops answering after its upload, along KM3DIRAC's own code path: the file
+    stored at the RSE (store_outputs), its registration deferred into the KM3RegisterOutputs request the JobWrapper
+    forwards to the ReqManager (JobData.pending_request), for the RequestExecutingAgent to complete."""
+    from pathlib import Path
+
+    from DIRAC.RequestManagementSystem.Client.ReqClient import ReqClient
+
+    from KM3DIRAC.core.job_outputs import OutputSpec, registration_entries, store_outputs
+    from KM3DIRAC.WorkloadManagementSystem.JobData import catalog_from_cs, pending_request
+
+    catalog = catalog_from_cs()
+    spec = OutputSpec(directory=directory, rse=rse, metadata=json.loads(metadata_json),
+                      provenance={"JobID": int(job_id)})
+    stored = store_outputs(catalog.client, [Path(path)], spec, catalog.mapper)
+    request = pending_request(registration_entries(stored, spec), int(job_id))
+    request_id = _value(ReqClient().putRequest(request), "putRequest")
+    return {"request_id": request_id, "request_name": request.RequestName, "lfns": [o.lfn for o in stored]}
+
+
 ACTIONS = {
+    "leave-pending-registration": leave_pending_registration,
     "upload-km3net-file": upload_km3net_file,
     "add-scope": add_scope,
     "rucio-files": rucio_files,

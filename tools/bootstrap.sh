@@ -2,7 +2,7 @@
 # Set up everything KM3DIRAC needs on a fresh Debian 12 machine, idempotently:
 #   1. Debian packages, when missing (needs root or sudo): PostgreSQL server binaries, swig (M2Crypto build),
 #      python3-gfal2 (the gfal2 binding DIRAC requires; PyPI's does not build against Debian 12's gfal2),
-#      python3-venv, shellcheck.
+#      python3-venv, shellcheck, chromium + chromium-driver (the web portal tests drive a headless browser).
 #   2. .venv: Debian's python3 + DIRAC, rucio-clients, diracx-client and KM3DIRAC (editable) with test tools.
 #   3. .venv-rucio-server: the Rucio server (it pins urllib3/requests versions that clash with rucio-clients).
 # A stamp per environment records the hash of the files that define it, so a warm run does nothing.
@@ -11,7 +11,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-APT_PACKAGES=(postgresql-15 mariadb-server-core mariadb-client-core libmariadb-dev pkg-config swig libssl-dev python3-venv python3-dev python3-gfal2 shellcheck)
+APT_PACKAGES=(postgresql-15 mariadb-server-core mariadb-client-core libmariadb-dev pkg-config swig libssl-dev python3-venv python3-dev python3-gfal2 shellcheck chromium chromium-driver)
 RUCIO_SERVER_REQUIREMENT='rucio[postgresql]==41.5.1'
 GUNICORN_REQUIREMENT='gunicorn==27.0.1'
 DEBIAN_PYTHON=/usr/bin/python3

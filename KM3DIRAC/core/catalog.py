@@ -513,6 +513,10 @@ class RucioCatalog(CatalogProvenance, CatalogReplicaStatus):
         lfns = self.find_files(query, path)
         page = lfns[start:start + max_items]
         details = self.file_metadata(dict.fromkeys(page)).successful
+        # the DFC's records carry each file's user metadata too (the portal's File Catalog shows it per file)
+        user = self.user_metadata(dict.fromkeys(details), want_directory=False).successful
+        for lfn, record in details.items():
+            record["Metadata"] = user.get(lfn, {})
         return {"TotalRecords": len(lfns), "Records": details}
 
     def find_files_detailed(self, query: dict[str, Any], path: str = "/") -> dict[str, dict]:

@@ -308,6 +308,9 @@ class CatalogDirectories(CatalogReads):
                 result.failed[str(lfn)] = f"{lfn!r}: a directory must be a string"
                 continue
             path = lfn.rstrip("/") or "/"
+            if path == "/":  # DIRAC's namespace root holds the VO's directory (where the portal's tree starts)
+                result.successful[lfn] = self._listing([], [self.mapper.root], {})
+                continue
             if self.mapper.is_root(path):
                 scopes = sorted(self.client.list_scopes())
                 result.successful[lfn] = self._listing([], [f"{self.mapper.root}/{s}" for s in scopes], {})

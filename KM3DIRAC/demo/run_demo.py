@@ -89,9 +89,14 @@ def main(argv: list[str] | None = None) -> int:
                           check=False).returncode
     from KM3DIRAC.sandbox.local_sandbox import Sandbox, enter_command
 
+    sandbox = Sandbox(args.dir.resolve())
     if args.down:
-        print(Sandbox(args.dir.resolve()).down())
+        print(sandbox.down())
         print(f"start it again (its state is kept): {enter_command(args.dir.resolve(), 'up')}")
+    elif url := sandbox.portal_url():
+        say("the demo's jobs, train steps, requests and files in DIRAC's web portal (Job Monitor, Transformation "
+            "Monitor, Request Monitor, File Catalog in the menu), logged in as the sandbox user:")
+        print(f"    {url}", flush=True)
     print(f"enter the sandbox: {enter_command(args.dir.resolve())}")
     return code
 

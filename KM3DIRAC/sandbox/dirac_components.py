@@ -18,6 +18,7 @@ from KM3DIRAC.sandbox.certificates import HOST_SUBJECT
 from KM3DIRAC.sandbox.dirac_config import LocalDiracConfig
 from KM3DIRAC.sandbox.mariadb import DIRAC_DB_PASSWORD, DIRAC_DB_USER
 from KM3DIRAC.sandbox.processes import LOOPBACK
+from KM3DIRAC.sandbox.web_portal import portal_cfg_text
 from KM3DIRAC.TransformationSystem import allowed_plugins_option
 
 SITE = "DIRAC.Sandbox.local"
@@ -74,9 +75,14 @@ SERVICES = (
     DiracService("WorkloadManagement", "OptimizationMind", WMS_DATABASES),
     DiracService("RequestManagement", "ReqManager", ("ReqDB",)),
     DiracService("Transformation", "TransformationManager", ("TransformationDB", "SandboxMetadataDB")),
+    # what the web portal's monitoring pages read through (KM3DIRAC.sandbox.web_portal): Job, Pilot and
+    # Transformation Monitor, and every page's saved state
+    DiracService("Monitoring", "WebApp", ("JobDB", "PilotAgentsDB", "TransformationDB")),
+    DiracService("Framework", "UserProfileManager", ("UserProfileDB",)),
 )
 DATABASE_SYSTEMS = {
     "ProxyDB": "Framework",
+    "UserProfileDB": "Framework",
     "ResourceStatusDB": "ResourceStatus",
     "JobDB": "WorkloadManagement",
     "JobLoggingDB": "WorkloadManagement",
@@ -423,4 +429,5 @@ def render_sandbox_cfg(base: LocalDiracConfig, layout: SandboxLayout, ports: dic
     cfg = cfg.mergeWith(CFG().loadFromBuffer(_sandbox_cfg_text(layout, mariadb_port, certificates_dir,
                                                                ports["WorkloadManagement/SandboxStore"],
                                                                [storage.name for storage in base.storages])))
+    cfg = cfg.mergeWith(CFG().loadFromBuffer(portal_cfg_text(base.user_name)))
     return str(cfg)

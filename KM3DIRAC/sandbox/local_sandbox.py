@@ -2,8 +2,9 @@
 
 ``up`` starts, in this order: a private MariaDB with the DIRAC databases, an own CA with host and user
 certificates and a user proxy, the Rucio server (private PostgreSQL) with one RSE per StorageElement, the shared
-``dirac.cfg``, the DISET services, the resource status entries, the optimizers (one ``dirac-executor``), the agents
-and a JobAgent loop on a Pool computing element. Every process is recorded in the state file as soon as it is
+``dirac.cfg``, the DISET services, the resource status entries, the optimizers (one ``dirac-executor``), the agents,
+a JobAgent loop on a Pool computing element and DIRAC's web portal behind a loopback front
+(:mod:`KM3DIRAC.sandbox.web_portal`). Every process is recorded in the state file as soon as it is
 started, so ``down`` stops exactly those, also after a failed ``up``.
 
 State is kept across ``down``/``up``: MariaDB's datadir, Rucio's PostgreSQL database, the RSE directories, the
@@ -44,6 +45,7 @@ from KM3DIRAC.sandbox.dirac_components import (
 from KM3DIRAC.sandbox.dirac_config import LocalDiracConfig, LocalStorage, RucioCatalogSettings
 from KM3DIRAC.sandbox.loopback import loopback_command
 from KM3DIRAC.sandbox.mariadb import MariaDBPaths, create_dirac_databases, start_mariadb
+from KM3DIRAC.sandbox.portal_front import login_url, portal_health, write_token
 from KM3DIRAC.sandbox.postgres import PostgresInstance, reachable_by_postgres_user
 from KM3DIRAC.sandbox.processes import LOOPBACK, ServiceStartError, log_tail, reserve_port, start_process, wait_until
 from KM3DIRAC.sandbox.rucio_server import (
@@ -56,6 +58,7 @@ from KM3DIRAC.sandbox.rucio_server import (
     start_rucio_server,
 )
 from KM3DIRAC.sandbox.state import ComponentRecord, SandboxState, is_alive, is_healthy, record_process, stop_component
+from KM3DIRAC.sandbox.web_portal import portal_environment
 
 DEFAULT_DIRECTORY = SOURCE_ROOT / ".work" / "sandbox"
 RSE_NAMES = ("KM3-DISK-1", "KM3-DISK-2")
@@ -63,6 +66,8 @@ RSE_NAMES = ("KM3-DISK-1", "KM3-DISK-2")
 HASH_RSE_NAMES = ("KM3-HASH-1",)
 PROXY_LIFETIME_SECONDS = 7 * 24 * 3600
 SERVICE_START_TIMEOUT = 180
+WEB_PORTAL = "WebApp/WebAppDIRAC"
+PORTAL_FRONT = "WebApp/front"
 #: services, optimizers and agents authenticate with the host certificate; the JobAgent runs with the user proxy
 AS_HOST = "/DIRAC/Security/UseServerCertificate=yes"
 # set by the sandbox for its processes; REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE are dropped: they point DIRAC's https
@@ -136,6 +141,15 @@ class SandboxPaths:
 
     def storage_dir(self, rse: str) -> Path:
         return self.root / "storage" / rse
+
+    @property
+    def portal_socket(self) -> Path:
+        """The web portal's only listener (KM3DIRAC.sandbox.web_portal): reached through the front alone."""
+        return self.root / "run" / "portal.sock"
+
+    @property
+    def portal_token(self) -> Path:
+        return self.root / "etc" / "portal-token"
 
     def log(self, name: str) -> Path:
         return self.layout.logs_dir / f"{name.replace('/', '-')}.log"
@@ -266,6 +280,7 @@ class Sandbox:
         if restarted:
             self._run_step("reschedule-orphaned-jobs")
         self._start_job_agent_loop()
+        self._start_web_portal()
         time.sleep(1)
         crashed = [record for record in self.state.components if not is_alive(record)]
         if crashed:
@@ -407,6 +422,30 @@ class Sandbox:
                     pids.append(int(stat.parent.name))
         return sorted(set(pids))
 
+    def _start_web_portal(self) -> None:
+        """WebAppDIRAC on a Unix socket, and the sandbox's loopback front before it (KM3DIRAC.sandbox.web_portal)."""
+        socket_path = self.paths.portal_socket
+        socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        portal = self._start_process(WEB_PORTAL, "portal", [sys.executable, "-m", "KM3DIRAC.sandbox.web_portal",
+                                                            str(socket_path)],
+                                     env=portal_environment(_server_environment(self.paths)))
+        wait_until(socket_path.exists, what=WEB_PORTAL, timeout=SERVICE_START_TIMEOUT, log_file=Path(portal.log),
+                   process=_PidProcess(portal))
+        token = write_token(self.paths.portal_token)
+        port = reserve_port()
+        front = self._start_process(PORTAL_FRONT, "portal", [
+            sys.executable, "-m", "KM3DIRAC.sandbox.portal_front", str(port), str(socket_path),
+            str(self.paths.portal_token), str(self.paths.certificates.user_cert)], port=port)
+        wait_until(lambda: portal_health(port, token).startswith("ok"), what=f"{PORTAL_FRONT} on port {port}",
+                   timeout=SERVICE_START_TIMEOUT, log_file=Path(portal.log), process=_PidProcess(front))
+
+    def portal_url(self) -> str | None:
+        """The URL that logs a browser into the portal as the sandbox user, None when the portal is not up."""
+        front = next((record for record in self.state.components if record.name == PORTAL_FRONT), None)
+        if front is None or front.port is None or not self.paths.portal_token.exists():
+            return None
+        return login_url(front.port, self.paths.portal_token.read_text().strip())
+
     # -- status -----------------------------------------------------------------------------------------------
     def status(self) -> tuple[bool, str]:
         """(all healthy, a table of the components) for the recorded processes."""
@@ -427,6 +466,12 @@ class Sandbox:
         if not self.state.ready:
             healthy = False
             lines.append("`up` did not finish")
+        url = self.portal_url()
+        if url is not None:
+            front = next(record for record in self.state.components if record.name == PORTAL_FRONT)
+            health = portal_health(front.port, self.paths.portal_token.read_text().strip())
+            healthy = healthy and health.startswith("ok")
+            lines.append(f"web portal:    {url}  {health}")
         lines.append(f"configuration: DIRACSYSCONFIG={self.paths.layout.dirac_cfg}")
         lines.append(f"user proxy:    X509_USER_PROXY={self.paths.certificates.user_proxy}")
         lines.append(f"CA directory:  X509_CERT_DIR={self.paths.certificates.ca_dir}")

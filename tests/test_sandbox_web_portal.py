@@ -1,0 +1,301 @@
+"""DIRAC's web portal (WebAppDIRAC) of the local sandbox, looked at in a real headless chromium as a shifter would,
+after a real train ran (the demo train of tests/test_sandbox_train.py: run again here, it is a no-op when that test
+ran before in the session) and a real user job read Rucio data: Job Monitor, Transformation Monitor, Request
+Monitor and File Catalog, with screenshots in test-results/portal/. Also: nobody reaches the portal but through
+the sandbox's loopback front, and no header makes the front's user anyone else.
+
+The module name sorts after test_sandbox_train.py on purpose: the session's train is done when it runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from portal_browser import PortalBrowser, quit_quietly, start_chromium
+from sandbox_fixtures import RunningSandbox
+
+from KM3DIRAC.sandbox.certificates import HOST_SUBJECT
+from KM3DIRAC.sandbox.local_sandbox import PORTAL_FRONT, WEB_PORTAL, Sandbox
+from KM3DIRAC.sandbox.portal_front import TOKEN_COOKIE
+from KM3DIRAC.sandbox.state import SandboxState
+from KM3DIRAC.sandbox.web_portal import PRODUCTION_MANAGER_GROUP
+
+ROOT = Path(__file__).resolve().parent.parent
+PAYLOAD = ROOT / "tests" / "payloads" / "count_events.py"
+TRAIN = "km3demo"
+DEMO_RAW_RUN = "/km3net/km3demo/raw/KM3NeT_00000049/run11291"
+DEMO_TIMEOUT = 480
+JOB_TIMEOUT = 240
+REQUEST_TIMEOUT = 120
+
+pytestmark = pytest.mark.sandbox
+
+
+# ---------------------------------------------------------------------------------------------- the data
+def _wait(check, what: str, timeout: float):
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(2)
+    pytest.fail(f"{what}: not after {timeout} s (last: {value})")
+
+
+@pytest.fixture(scope="module")
+def demo_train(local_sandbox: RunningSandbox) -> str:
+    """The demo train, run to the end (what test_sandbox_train.py runs; nothing is redone if it ran)."""
+    command = [sys.executable, "-m", "KM3DIRAC.demo.run_demo", "--inside", "--dir", str(local_sandbox.directory),
+               "--runs", "2", "--files-per-run", "3", "--timeout", str(DEMO_TIMEOUT)]
+    result = subprocess.run(command, env=local_sandbox.user_env(), capture_output=True, text=True,
+                            timeout=DEMO_TIMEOUT + 120, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def user_job(local_sandbox: RunningSandbox, demo_train: str, tmp_path_factory) -> dict:
+    """A user job from KM3DIRAC's template reading one demo run from Rucio and registering its product."""
+    work = tmp_path_factory.mktemp("portal-job")
+    shutil.copy(PAYLOAD, work / "count_events.py")
+    products = f"/km3net/{TRAIN}/shifter-{uuid.uuid4().hex[:8]}/run11291"
+    rendered = local_sandbox.run(
+        "dirac-km3-jdl-render", "user-analysis.jdl", "-p", "Name=shifter", "-p", "Command=python count_events.py",
+        "-p", "InputSandbox=count_events.py", "-p", f"InputData={DEMO_RAW_RUN}", "-p",
+        "OutputPatterns=summary_*.json", "-p", f"OutputPath={products}", "-p", "OutputSE=KM3-DISK-2",
+        "-p", "CPUTime=600", "--output=job.jdl", cwd=work)
+    assert rendered.returncode == 0, rendered.stdout + rendered.stderr
+    submitted = local_sandbox.run("dirac-wms-job-submit", "job.jdl", cwd=work)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_id = re.search(r"JobID = (\d+)", submitted.stdout).group(1)
+    attributes = _wait(lambda: (a := local_sandbox.dirac_client("job-attributes", job_id))["status"] in
+                       ("Done", "Failed", "Killed") and a, f"job {job_id} final", JOB_TIMEOUT)
+    assert (attributes["status"], attributes["application_status"]) == ("Done", "Registered"), attributes
+    return {"job_id": job_id, "products": products, "work": work}
+
+
+@pytest.fixture(scope="module")
+def pending_registration(local_sandbox: RunningSandbox, user_job: dict) -> dict:
+    """A KM3RegisterOutputs request as a job leaves it when Rucio stops answering after the upload, completed by
+    the sandbox's RequestExecutingAgent."""
+    output = user_job["work"] / "summary_pending.json"
+    output.write_text(json.dumps({"events": 10, "pending": True}))
+    left = local_sandbox.dirac_client("leave-pending-registration", user_job["job_id"],
+                                      f"{user_job['products']}-pending", str(output), "KM3-DISK-1",
+                                      json.dumps({"datatype": "summary", "run_number": 11291}))
+    _wait(lambda: local_sandbox.dirac_client("request-status", str(left["request_id"]))["status"] == "Done",
+          f"request {left['request_id']} Done", REQUEST_TIMEOUT)
+    return left
+
+
+# ---------------------------------------------------------------------------------------------- the browser
+@pytest.fixture(scope="module")
+def login_url(local_sandbox: RunningSandbox) -> str:
+    url = Sandbox(local_sandbox.directory).portal_url()
+    assert url, "the sandbox has no portal"
+    return url
+
+
+@pytest.fixture(scope="module")
+def browser(login_url: str) -> Iterator[PortalBrowser]:
+    driver = start_chromium()
+    try:
+        portal = PortalBrowser(driver, login_url)
+        user = portal.login()
+        assert (user["username"], user["group"]) == ("km3user", "km3net_user"), user
+        yield portal
+    finally:
+        quit_quietly(driver)
+
+
+def _token(local_sandbox: RunningSandbox) -> str:
+    return local_sandbox.paths.portal_token.read_text().strip()
+
+
+def _get(url: str, headers: dict[str, str]) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+# ---------------------------------------------------------------------------------------------- tests
+def test_status_prints_the_portal_url_logged_in_as_the_sandbox_user(local_sandbox: RunningSandbox, login_url):
+    result = local_sandbox.sandbox_command("status", timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(rf"^web portal:\s+{re.escape(login_url)}\s+ok \(logged in as km3user/km3net_user\)$",
+                     result.stdout, re.MULTILINE), result.stdout
+    for component in (WEB_PORTAL, PORTAL_FRONT, "Monitoring/WebApp", "Framework/UserProfileManager"):
+        assert re.search(rf"^{re.escape(component)}\s.*\sok$", result.stdout, re.MULTILINE), result.stdout
+
+
+def _listening_tcp_inodes() -> dict[int, str]:
+    """inode -> local address of every listening TCP socket of this machine (/proc/net/tcp, tcp6)."""
+    listening = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                listening[int(fields[9])] = fields[1]
+    return listening
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().as_posix()
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def test_only_the_loopback_front_listens_and_no_header_makes_it_anyone_else(local_sandbox: RunningSandbox):
+    state = SandboxState.load(local_sandbox.directory)
+    records = {record.name: record for record in state.components}
+    listening = _listening_tcp_inodes()
+    # the portal itself has no TCP listener at all (its one listener is a 0600 Unix socket)
+    portal_tcp = [listening[inode] for inode in _socket_inodes(records[WEB_PORTAL].pid) if inode in listening]
+    assert portal_tcp == [], f"the portal listens on TCP {portal_tcp}"
+    assert local_sandbox.paths.portal_socket.stat().st_mode & 0o777 == 0o600
+    # the front listens on 127.0.0.1 only (0100007F in /proc/net/tcp)
+    front_tcp = [listening[inode] for inode in _socket_inodes(records[PORTAL_FRONT].pid) if inode in listening]
+    assert front_tcp == [f"0100007F:{records[PORTAL_FRONT].port:04X}"], front_tcp
+
+    base = f"http://127.0.0.1:{records[PORTAL_FRONT].port}/DIRAC/getConfigData"
+    host_pem = local_sandbox.paths.certificates.host_cert.read_text()
+    forged = {"X-SSL-CERT": urllib.parse.quote(host_pem), "X-Ssl_client_verify": "SUCCESS", "X-Scheme": "https",
+              "X-Forwarded-Proto": "https", "X-Real-Ip": "10.0.0.1"}
+    # without the login cookie: nothing, whatever the headers say
+    status, body = _get(base, forged)
+    assert status == 403 and "dirac-km3-sandbox status" in body, (status, body)
+    status, _ = _get(base.replace("/DIRAC/getConfigData", "/login?token=guess"), {})
+    assert status == 403
+    # with it: the sandbox user, even when the headers claim the host certificate (a TrustedHost) and the
+    # cookies ask for the portal's own session login
+    status, body = _get(base, {**forged, "Cookie": f"{TOKEN_COOKIE}={_token(local_sandbox)}; authGrant=Session; "
+                                                   "session_id=forged"})
+    assert status == 200, body
+    user = json.loads(body)["user"]
+    assert (user["username"], user["DN"], user["group"]) == ("km3user", "/O=KM3DIRAC-Sandbox/CN=km3user",
+                                                             "km3net_user"), user
+    assert user["DN"] != HOST_SUBJECT
+
+
+def test_job_monitor_shows_km3dirac_jobs_their_application_status_and_details(browser: PortalBrowser,
+                                                                                user_job: dict):
+    browser.open_app("JobMonitor")
+    browser.click_button("Submit")
+    job_id = user_job["job_id"]
+    rows = browser.wait_for_rows("JobID", lambda rows: any(r["JobID"] == job_id for r in rows), f"job {job_id}")
+    job = next(r for r in rows if r["JobID"] == job_id)
+    assert (job["Status"], job["MinorStatus"], job["ApplicationStatus"], job["JobName"], job["Owner"]) == (
+        "Done", "Execution Complete", "Registered", "km3-analysis-shifter", "km3user"), job
+    # the train's jobs: transformation tasks named <transformation>_<task>, done and registered
+    train_jobs = [r for r in rows if re.fullmatch(r"\d{8}_\d{8}", r["JobName"])]
+    assert len(train_jobs) >= 6 and {r["Status"] for r in train_jobs} == {"Done"}, rows
+    assert {r["ApplicationStatus"] for r in train_jobs} == {"Registered"}, train_jobs
+    browser.screenshot("job-monitor")
+
+    # a job's details: its logging info has every ApplicationStatus stage KM3DIRAC's wrapper reported
+    browser.context_menu(browser.row_element(browser.grid("JobID"), "JobID", job_id), "Logging info")
+    history = browser.window_grid_rows(f"Attributes for JobID:{job_id}")  # (sic: WebAppDIRAC's title)
+    stages = [row["app_status"] for row in history if row["source"] == "KM3DIRAC"]
+    downloads = [stage for stage in stages if stage.startswith("Downloading inputs ")]
+    uploads = [stage for stage in stages if stage.startswith("Uploading outputs ")]
+    # dirac-km3-job-run: inputs from Rucio, the payload, outputs to the RSE, their registration
+    assert stages == [*downloads, "Running", *uploads, "Registered"], history
+    assert downloads[-1] == "Downloading inputs 3/3", stages  # the run's 3 files
+    assert re.fullmatch(r"Uploading outputs (\d+)/\1", uploads[-1]), stages
+    assert history[-1]["status"] == "Done"
+    browser.screenshot("job-monitor-logging-info")
+
+
+def test_transformation_monitor_shows_each_train_step_with_files_and_tasks_by_state(browser: PortalBrowser,
+                                                                                     demo_train: str):
+    browser.open_app("TransformationMonitor")
+    browser.click_button("Submit")
+    names = {f"{TRAIN}.process", f"{TRAIN}.merge"}
+    rows = browser.wait_for_rows("TransformationName",
+                                 lambda rows: names <= {r["TransformationName"] for r in rows}, "the train's steps")
+    steps = {r["TransformationName"]: r for r in rows if r["TransformationName"] in names}
+    process, merge = steps[f"{TRAIN}.process"], steps[f"{TRAIN}.merge"]
+    # 2 runs x 3 files, 2 tasks per run (ByRunFiles, GroupSize 2); merge: one task per run
+    assert (process["Status"], process["Files_Total"], process["Files_PercentProcessed"]) == ("Active", "6",
+                                                                                               "100.0"), process
+    assert (process["Jobs_TotalCreated"], process["Jobs_Done"], process["Jobs_Failed"]) == ("4", "4", "0"), process
+    assert (merge["Files_Total"], merge["Files_PercentProcessed"], merge["Jobs_Done"]) == ("6", "100.0", "2"), merge
+    browser.screenshot("transformation-monitor")
+
+    browser.context_menu(browser.row_element(browser.grid("TransformationName"), "TransformationName",
+                                             f"{TRAIN}.process"), "File Status")
+    files = browser.window_grid_rows(f"Production:{process['TransformationID']}")
+    assert {row["status"]: row["count"] for row in files} == {"Processed": "6"}, files
+
+
+def test_request_monitor_shows_the_registration_a_job_left_for_later(browser: PortalBrowser,
+                                                                     pending_registration: dict, user_job: dict):
+    browser.open_app("RequestMonitor")
+    browser.click_button("Submit")
+    name = pending_registration["request_name"]
+    rows = browser.wait_for_rows("RequestName", lambda rows: any(r["RequestName"] == name for r in rows), name)
+    request = next(r for r in rows if r["RequestName"] == name)
+    assert (request["RequestID"], request["JobID"], request["OperationType"], request["Status"],
+            request["Owner"]) == (str(pending_registration["request_id"]), user_job["job_id"], "KM3RegisterOutputs",
+                                  "Done", "km3user"), request
+    browser.screenshot("request-monitor")
+
+
+def test_file_catalog_browses_km3net_and_finds_files_by_metadata_over_rucio(browser: PortalBrowser,
+                                                                            demo_train: str):
+    browser.open_app("FileCatalog")
+    # the metadata fields of KM3DIRAC's catalog, offered as the page's query fields
+    fields = browser.wait_for_rows("Name", lambda rows: {"datatype", "run_number"} <= {r["Name"] for r in rows},
+                                   "the metadata fields")
+    assert {"datatype", "run_number", "DetectorID"} <= {row["Name"] for row in fields}, fields
+    # browse: / -> km3net -> km3demo -> merged
+    # ("raw" is missing below km3demo: KM3DIRAC's listDirectory shows only directories that are Rucio collections
+    # one level down, and the raw runs are datasets two levels down, raw/KM3NeT_00000049/run<n>)
+    for directory, children in (("km3net", {TRAIN}), (TRAIN, {"summaries", "merged"})):
+        browser.expand_tree_node(directory)
+        browser.wait_for(lambda children=children: children <= set(browser.tree_nodes()),
+                         f"{children} below {directory}", lambda: f"tree: {browser.tree_nodes()}")
+    browser.screenshot("file-catalog-tree")
+
+    # search: datatype = merged, from the train's directory: one group per directory, a row per file
+    browser.start_query_from(TRAIN)
+    browser.choose_metadata_value("datatype", "merged")
+    browser.click_button("Submit")
+    files = browser.grid("filename")
+    merged_group = f"Directory: /km3net/{TRAIN}/merged (2 Items)"
+    browser.wait_for(lambda: browser.group_titles(files) == [merged_group], "the files found, by directory",
+                     lambda: f"groups: {browser.group_titles(files)}")
+    browser.expand_groups(files)
+    rows = browser.wait_for_rows("filename", lambda rows: len(rows) == 2, "the merged files")
+    assert {row["filename"] for row in rows} == {"run00011291.merged.json", "run00011292.merged.json"}, rows
+    for row in rows:
+        assert int(row["size"]) > 0, row
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", row["date"]), row
+        assert "datatype: merged" in row["metadata"] and "TrainName: km3demo" in row["metadata"], row
+    browser.screenshot("file-catalog-search")
+
+
+def test_the_sandbox_user_is_a_production_manager_in_the_prod_group(browser: PortalBrowser):
+    browser.open_app("TransformationMonitor", group=PRODUCTION_MANAGER_GROUP)
+    user = browser.driver.execute_script("return GLOBAL.APP.configData.user")
+    assert user["group"] == PRODUCTION_MANAGER_GROUP and "ProductionManagement" in user["properties"], user
