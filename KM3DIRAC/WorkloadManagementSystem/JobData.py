@@ -73,8 +73,13 @@ class ApplicationStatusReporter:
 
 
 def runner_for(plan: JobDataPlan, job_id: int) -> JobDataRunner:
+    from KM3DIRAC.DataManagementSystem.Client.Calibrations import calibration_settings
+
     catalog = catalog_from_cs()
-    return JobDataRunner(catalog.client, catalog, plan, ApplicationStatusReporter(job_id))
+    runner = JobDataRunner(catalog.client, catalog, plan, ApplicationStatusReporter(job_id))
+    if plan.calibrations:
+        runner.calibration_base = calibration_settings().base_path
+    return runner
 
 
 def finish_outputs(runner: JobDataRunner, workdir: Path, job_id: int) -> StoreOutcome:

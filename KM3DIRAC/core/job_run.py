@@ -16,6 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from KM3DIRAC.core.calibration import CalibrationNotFound
+from KM3DIRAC.core.calibration_store import DEFAULT_BASE_PATH as DEFAULT_CALIBRATION_BASE
+from KM3DIRAC.core.calibration_store import PROVENANCE_KEY as CALIBRATION_PROVENANCE_KEY
+from KM3DIRAC.core.calibration_store import (
+    CalibrationStore,
+    JobCalibrations,
+    calibration_environment,
+    fetch_job_calibrations,
+)
 from KM3DIRAC.core.errors import ConfigurationError
 from KM3DIRAC.core.job_inputs import InputFile, attach_replicas, download_inputs, resolve_inputs
 from KM3DIRAC.core.job_outputs import (
@@ -43,6 +52,7 @@ class JobDataPlan:
     download_workers: int = 4
     output_patterns: list[str] = field(default_factory=list)
     output: OutputSpec | None = None
+    calibrations: list[str] = field(default_factory=list)  # KM3Calibration: kind:version, kind:tag, kind
 
 
 @dataclass
@@ -96,7 +106,7 @@ def plan_from_parameters(parameters: dict[str, Any], workdir: Path, job_id: int 
                          close_rses: list[str] | None = None) -> JobDataPlan:
     """Build the plan from JDL parameters (names documented in ConfigTemplate.cfg and jdl_templates/README.md):
     KM3InputData, KM3OutputData, KM3OutputPath, KM3OutputSE, KM3FailoverSEs, KM3OutputMetadata, KM3Replicate,
-    KM3DownloadWorkers, and the production ids JOB_ID / PRODUCTION_ID (set by DIRAC's WorkflowTasks)."""
+    KM3DownloadWorkers, KM3Calibration, and the production ids JOB_ID / PRODUCTION_ID (set by DIRAC's WorkflowTasks)."""
     patterns = _as_list(parameters.get("KM3OutputData"))
     output = None
     if patterns:
@@ -119,7 +129,8 @@ def plan_from_parameters(parameters: dict[str, Any], workdir: Path, job_id: int 
     except ValueError as error:
         raise ConfigurationError(f"KM3DownloadWorkers must be an integer: {error}") from error
     return JobDataPlan(inputs=_as_list(parameters.get("KM3InputData")), parents=_parents(parameters), input_dir=workdir,
-                       close_rses=close_rses or [], download_workers=workers, output_patterns=patterns, output=output)
+                       close_rses=close_rses or [], download_workers=workers, output_patterns=patterns, output=output,
+                       calibrations=_as_list(parameters.get("KM3Calibration")))
 
 
 def read_job_info(path: Path) -> dict[str, str]:
@@ -172,11 +183,16 @@ class JobDataRunner:
         self.plan = plan
         self.status = status or (lambda message: None)
         self.rse_settings: dict[str, dict] = {}
+        self.calibration_base = DEFAULT_CALIBRATION_BASE  # the DIRAC adapter sets it from the CS
+        self.calibrations: JobCalibrations | None = None
 
     def fetch_inputs(self) -> list[InputFile]:
-        """Download the inputs; also learn the output RSEs now, so uploads work even if Rucio goes away."""
+        """Download the inputs (the calibrations first); also learn the output RSEs now, so uploads work even if
+        Rucio goes away."""
         if self.plan.output:
             self.rse_settings = prefetch_rse_settings(self.client, self.plan.output)
+        if self.plan.calibrations:
+            self.calibrations = self._fetch_calibrations()
         if not self.plan.inputs:
             if self.plan.output and self.plan.parents:  # DIRAC downloads them: still learn their run
                 self._inherit_metadata(self.plan.parents)
@@ -188,6 +204,22 @@ class JobDataRunner:
         if self.plan.output:
             self._inherit_metadata([self.catalog.mapper.to_lfn(f.did) for f in files])
         return files
+
+    def _fetch_calibrations(self) -> JobCalibrations:
+        store = CalibrationStore(self.catalog, self.calibration_base)
+        try:
+            found = fetch_job_calibrations(store, self.plan.calibrations, self.plan.parents, self.plan.input_dir,
+                                           self.plan.close_rses, self.status)
+        except CalibrationNotFound as error:
+            self.status(f"No calibration: {error}"[:250])
+            raise
+        if self.plan.output:
+            self.plan.output.provenance[CALIBRATION_PROVENANCE_KEY] = found.provenance()
+        return found
+
+    def calibration_environment(self) -> dict[str, str]:
+        """What the payload gets: KM3_CALIB_<KIND>=<path> and KM3_CALIB_FILE (empty without calibrations)."""
+        return calibration_environment(self.calibrations, self.plan.input_dir) if self.calibrations else {}
 
     def _inherit_metadata(self, input_lfns: list[str]) -> None:
         spec = self.plan.output
