@@ -170,10 +170,10 @@ def test_register_list_show_resolve_overlap_freeze_and_tag(calib_env, rucio_clie
 
 @pytest.mark.rucio
 def test_core_refuses_a_frozen_version_and_one_bad_file_leaves_the_good_ones(calib_env, rucio_client, tmp_path):
-    from KM3DIRAC.core.catalog import RucioCatalog
     from KM3DIRAC.core.calibration_store import CalibrationStore
+    from KM3DIRAC.core.catalog import RucioCatalog
 
-    scope, base, _, _ = calib_env
+    _scope, base, _, _ = calib_env
     store = CalibrationStore(RucioCatalog(rucio_client), base)
     good, clash = describe_calibration(V1_FIRST), describe_calibration(V1_OVERLAPPING)
     paths = {V1_FIRST: _write(tmp_path, V1_FIRST), V1_OVERLAPPING: _write(tmp_path, V1_OVERLAPPING)}
@@ -279,7 +279,7 @@ def test_job_execution_coordinator_gives_the_payload_its_calibration(calib_env, 
 
 @pytest.mark.rucio
 def test_train_plan_shows_each_runs_calibration_and_names_runs_without(calib_env, rucio_client, tmp_path):
-    scope, base, calib, options = calib_env
+    scope, _base, calib, options = calib_env
     assert calib("register", *(str(_write(tmp_path, name)) for name in (V1_FIRST, V2_FIRST))).returncode == 0
     for run in (17396, 17397, 17500):
         _upload_run(rucio_client, scope, tmp_path, 133, run)
