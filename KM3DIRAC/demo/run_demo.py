@@ -102,6 +102,7 @@ def inside(args: argparse.Namespace) -> int:
 
     Script.parseCommandLine(ignoreErrors=True)
     from KM3DIRAC.core.trains import load_train
+    from KM3DIRAC.demo.calibrations import register_demo_calibrations
     from KM3DIRAC.TransformationSystem.Client.Trains import TrainManager
     from KM3DIRAC.WorkloadManagementSystem.JobData import catalog_from_cs
 
@@ -111,6 +112,7 @@ def inside(args: argparse.Namespace) -> int:
     catalog = catalog_from_cs()
     start = time.monotonic()
     runs = ingest(catalog, args.runs, args.files_per_run, args.dir.resolve() / "demo-input")
+    register_demo_calibrations(catalog, args.dir.resolve() / "demo-calibration", say)
     timings.stage("ingestion", start)
 
     start = time.monotonic()
@@ -189,6 +191,8 @@ def _all_processed(files: dict) -> bool:
 
 
 def summary(manager, catalog, runs: list[int], timings: Timings, finished: bool) -> None:
+    from KM3DIRAC.demo.calibrations import calibrations_used
+
     states = manager.status()
     summaries = catalog.find_files({"datatype": "summary", "TrainName": manager.train.name}, f"/km3net/{SCOPE}")
     merged = catalog.find_files({"datatype": "merged", "TrainName": manager.train.name}, f"/km3net/{SCOPE}")
@@ -207,6 +211,8 @@ def summary(manager, catalog, runs: list[int], timings: Timings, finished: bool)
               f"files {_counts(state.files)}; tasks/jobs {_counts(state.tasks)}")
     print(f"  outputs registered : {len(summaries)} summaries, {len(merged)} merged run products "
           f"({events} events counted by km3io)")
+    print("  calibrations used  : " + "; ".join(f"run {run} {', '.join(sorted(dids))}" for run, dids in
+                                             sorted(calibrations_used(catalog, summaries).items())))
     print("  wall time          : " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.stages.items()))
     print("  look at the results (export the sandbox environment first: dirac-km3-sandbox status prints it):")
     print(f"    dirac-dms-find-lfns Path=/km3net/{SCOPE} datatype=merged")
