@@ -1,5 +1,5 @@
 # The two commands of README.md. Each does all the set-up it needs (tools/bootstrap.sh) first.
-.PHONY: install test lint demo clean bench-catalog bench-wrapper bench-plugins
+.PHONY: install test lint demo clean bench-catalog bench-wrapper bench-plugins bench-calib
 
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
@@ -33,3 +33,7 @@ bench-wrapper: install
 # Plugin benchmark (issue "Run-aware chunking plugins"): BENCH_ARGS="--sizes 10000,100000" for a quick run
 bench-plugins: install
 	.venv/bin/python -m bench.plugins_bench $(BENCH_ARGS)
+
+# Calibration resolution benchmark (issue 14): BENCH_ARGS="--runs 1000 --calibrations 100" for a quick run
+bench-calib: install
+	.venv/bin/python -m bench.calib_bench $(BENCH_ARGS)

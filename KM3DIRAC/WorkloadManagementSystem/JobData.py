@@ -97,9 +97,14 @@ def runner_for(plan: JobDataPlan, job_id: int, status: ApplicationStatusReporter
         if is_unreachable(error):
             raise RucioUnreachableError(f"Rucio unreachable: {type(error).__name__}: {error}") from error
         raise
-    return JobDataRunner(catalog.client, catalog, plan, status or ApplicationStatusReporter(job_id),
-                         credential=job_credential(),
-                         cpu_normalisation=gConfig.getValue("/LocalSite/CPUNormalizationFactor", 0.0) or None)
+    runner = JobDataRunner(catalog.client, catalog, plan, status or ApplicationStatusReporter(job_id),
+                           credential=job_credential(),
+                           cpu_normalisation=gConfig.getValue("/LocalSite/CPUNormalizationFactor", 0.0) or None)
+    if plan.calibrations:
+        from KM3DIRAC.DataManagementSystem.Client.Calibrations import calibration_settings
+
+        runner.calibration_base = calibration_settings().base_path
+    return runner
 
 
 def report_failure(status: Any, stage: str, error: Exception) -> str:

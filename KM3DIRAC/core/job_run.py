@@ -19,6 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from KM3DIRAC.core.calibration import CalibrationNotFound
+from KM3DIRAC.core.calibration_store import DEFAULT_BASE_PATH as DEFAULT_CALIBRATION_BASE
+from KM3DIRAC.core.calibration_store import PROVENANCE_KEY as CALIBRATION_PROVENANCE_KEY
+from KM3DIRAC.core.calibration_store import (
+    CalibrationStore,
+    JobCalibrations,
+    calibration_environment,
+    fetch_job_calibrations,
+)
 from KM3DIRAC.core.errors import ConfigurationError, InvalidLFNError, KM3DiracError
 from KM3DIRAC.core.job_checks import (
     CredentialLifetime,
@@ -54,6 +63,7 @@ class JobDataPlan:
     output_patterns: list[str] = field(default_factory=list)
     output: OutputSpec | None = None
     cpu_time: float | None = None  # the JDL CPUTime (DIRAC's normalised seconds)
+    calibrations: list[str] = field(default_factory=list)  # KM3Calibration: kind:version, kind:tag, kind
 
 
 @dataclass
@@ -107,7 +117,7 @@ def plan_from_parameters(parameters: dict[str, Any], workdir: Path, job_id: int 
                          close_rses: list[str] | None = None) -> JobDataPlan:
     """Build the plan from JDL parameters (names documented in ConfigTemplate.cfg and jdl_templates/README.md):
     KM3InputData, KM3OutputData, KM3OutputPath, KM3OutputSE, KM3FailoverSEs, KM3OutputMetadata, KM3Replicate,
-    KM3DownloadWorkers, and the production ids JOB_ID / PRODUCTION_ID (set by DIRAC's WorkflowTasks)."""
+    KM3DownloadWorkers, KM3Calibration, and the production ids JOB_ID / PRODUCTION_ID (set by DIRAC's WorkflowTasks)."""
     patterns = _as_list(parameters.get("KM3OutputData"))
     output = None
     if patterns:
@@ -135,7 +145,7 @@ def plan_from_parameters(parameters: dict[str, Any], workdir: Path, job_id: int 
         raise ConfigurationError(f"CPUTime must be a number of seconds: {error}") from error
     return JobDataPlan(inputs=_as_list(parameters.get("KM3InputData")), parents=_parents(parameters), input_dir=workdir,
                        close_rses=close_rses or [], download_workers=workers, output_patterns=patterns, output=output,
-                       cpu_time=cpu_time)
+                       cpu_time=cpu_time, calibrations=_as_list(parameters.get("KM3Calibration")))
 
 
 def read_job_info(path: Path) -> dict[str, str]:
@@ -196,10 +206,12 @@ class JobDataRunner:
         self.cpu_normalisation = cpu_normalisation
         self.rse_settings: dict[str, dict] = {}
         self.bad_replicas: list[BadReplica] = []
+        self.calibration_base = DEFAULT_CALIBRATION_BASE  # the DIRAC adapter sets it from the CS
+        self.calibrations: JobCalibrations | None = None
 
     def fetch_inputs(self) -> list[InputFile]:
-        """Check what can be checked, then download the inputs. The output RSEs' settings are learnt now, so
-        uploads work even if Rucio goes away. Raises PreflightError (every problem named), InputDataError, or
+        """Check what can be checked, then download the calibrations and the inputs. The output RSEs' settings are
+        learnt now, so uploads work even if Rucio goes away. Raises PreflightError (every problem named), InputDataError, or
         RucioUnreachableError."""
         from KM3DIRAC.core.rucio_calls import is_unreachable
 
@@ -230,6 +242,8 @@ class JobDataRunner:
             if parents:  # the outputs inherit their inputs' run (DIRAC downloads a task's InputData itself)
                 self._inherit_metadata(parents)
             self._check_output_path()
+        if self.plan.calibrations:  # after every check: a bad parameter costs no download
+            self.calibrations = self._fetch_calibrations()
         if files:
             download_inputs(self.client, files, self.plan.input_dir, self.plan.download_workers,
                             progress=lambda done, total: self.status(f"Downloading inputs {done}/{total}"),
@@ -257,6 +271,22 @@ class JobDataRunner:
     def _report_bad_replica(self, bad: BadReplica) -> None:
         self.bad_replicas.append(bad)
         self.status(bad.describe())
+
+    def _fetch_calibrations(self) -> JobCalibrations:
+        store = CalibrationStore(self.catalog, self.calibration_base)
+        try:
+            found = fetch_job_calibrations(store, self.plan.calibrations, self.plan.parents, self.plan.input_dir,
+                                           self.plan.close_rses, self.status)
+        except CalibrationNotFound as error:
+            self.status(f"No calibration: {error}"[:250])
+            raise
+        if self.plan.output:
+            self.plan.output.provenance[CALIBRATION_PROVENANCE_KEY] = found.provenance()
+        return found
+
+    def calibration_environment(self) -> dict[str, str]:
+        """What the payload gets: KM3_CALIB_<KIND>=<path> and KM3_CALIB_FILE (empty without calibrations)."""
+        return calibration_environment(self.calibrations, self.plan.input_dir) if self.calibrations else {}
 
     def _inherit_metadata(self, input_lfns: list[str]) -> None:
         spec = self.plan.output

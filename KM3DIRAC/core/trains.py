@@ -12,6 +12,7 @@
         plugin_parameters: {GroupSize: 5}
         jdl_template: reconstruction.jdl            # from jdl_templates/
         jdl_parameters: {SoftwareVersion: v19, Campaign: 2026a}
+        calibration: [orientations:1.0.0, detx:campaign-2026a]   # optional: kind:version, kind:tag or kind
         output:
           path: /km3net/data/reco/133/2026a         # outputs are registered below it
           se: KM3-DISK-1
@@ -35,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from KM3DIRAC.core.calibration import CalibrationError, parse_requirements
 from KM3DIRAC.core.errors import KM3DiracError
 from KM3DIRAC.core.metadata_query import MAX_OR_GROUPS
 from KM3DIRAC.core.run_chunking import PLUGIN_LIMITS, ChunkingError, parameters_from
@@ -44,7 +46,7 @@ DIRAC_PLUGINS = ("Standard", "BySize", "Broadcast", "ByShare")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PLUGIN = re.compile(r"^[A-Za-z]+$")
 STEP_KEYS = {"name", "input", "plugin", "plugin_parameters", "jdl_template", "jdl_parameters", "output",
-             "description"}
+             "description", "calibration"}
 OUTPUT_KEYS = {"path", "se", "failover_ses", "metadata", "replicate", "patterns"}
 
 
@@ -73,6 +75,7 @@ class Step:
     input_step: str | None = None
     plugin_parameters: dict[str, Any] = field(default_factory=dict)
     jdl_parameters: dict[str, Any] = field(default_factory=dict)
+    calibration: tuple[str, ...] = ()  # KM3Calibration of its jobs (KM3DIRAC.core.calibration requirements)
 
 
 @dataclass(frozen=True)
@@ -240,7 +243,20 @@ def _parse_step(source: str, index: int, raw: Any, earlier: list[str], templates
         input_step=input_step,
         plugin_parameters=plugin_parameters,
         jdl_parameters=_mapping(source, f"{where}.jdl_parameters", raw.get("jdl_parameters")),
+        calibration=_parse_calibration(source, f"{where}.calibration", raw.get("calibration")),
     )
+
+
+def _parse_calibration(source: str, where: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise _fail(source, where, f"must be a list of kind:version, kind:tag or kind, not {value!r}")
+    try:
+        return tuple(str(requirement) for requirement in parse_requirements(items))
+    except CalibrationError as error:
+        raise _fail(source, where, str(error)) from error
 
 
 def parse_train(data: Any, source: str = "<train>", templates: Path | None = None) -> Train:

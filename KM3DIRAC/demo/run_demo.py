@@ -108,6 +108,7 @@ def inside(args: argparse.Namespace) -> int:
 
     Script.parseCommandLine(ignoreErrors=True)
     from KM3DIRAC.core.trains import load_train
+    from KM3DIRAC.demo.calibrations import register_demo_calibrations
     from KM3DIRAC.TransformationSystem.Client.Trains import TrainManager
     from KM3DIRAC.WorkloadManagementSystem.JobData import catalog_from_cs
 
@@ -117,6 +118,7 @@ def inside(args: argparse.Namespace) -> int:
     catalog = catalog_from_cs()
     start = time.monotonic()
     runs = ingest(catalog, args.runs, args.files_per_run, args.dir.resolve() / "demo-input")
+    register_demo_calibrations(catalog, args.dir.resolve() / "demo-calibration", say)
     timings.stage("ingestion", start)
 
     start = time.monotonic()
@@ -195,6 +197,7 @@ def _all_processed(files: dict) -> bool:
 
 
 def summary(manager, catalog, runs: list[int], timings: Timings, finished: bool, directory: Path) -> None:
+    from KM3DIRAC.demo.calibrations import calibrations_used
     from KM3DIRAC.sandbox.local_sandbox import enter_command
 
     states = manager.status()
@@ -215,6 +218,8 @@ def summary(manager, catalog, runs: list[int], timings: Timings, finished: bool,
               f"files {_counts(state.files)}; tasks/jobs {_counts(state.tasks)}")
     print(f"  outputs registered : {len(summaries)} summaries, {len(merged)} merged run products "
           f"({events} events counted by km3io)")
+    print("  calibrations used  : " + "; ".join(f"run {run} {', '.join(sorted(dids))}" for run, dids in
+                                             sorted(calibrations_used(catalog, summaries).items())))
     print("  wall time          : " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.stages.items()))
     print("  look at the results: enter the sandbox (first line), then run the others:")
     print(f"    {enter_command(directory)}")

@@ -81,11 +81,13 @@ def step_job(train: Train, step: Step, templates: Path) -> Job:
     }
     if step.output.replicate:
         data_parameters["KM3Replicate"] = step.output.replicate
+    if step.calibration:
+        data_parameters["KM3Calibration"] = _jdl_list(step.calibration)
     for name, value in data_parameters.items():
         if value:
             job._addParameter(job.workflow, name, "JDL", value, "KM3DIRAC train data parameter")
     for name in class_ad.getAttributes():
-        if name.startswith("KM3") and name not in TRAIN_OWNED:
+        if name.startswith("KM3") and name not in TRAIN_OWNED and name not in data_parameters:
             job._addParameter(job.workflow, name, "JDL", class_ad.getAttributeString(name), "KM3DIRAC parameter")
     return job
 

@@ -2,7 +2,8 @@
 """Processing trains: chained transformations described in one YAML file (see trains/ and README.md).
 
   validate  check the file; errors name the file, the step and the field
-  plan      dry run: per step, how many files the catalog has for it now and how many tasks they would give
+  plan      dry run: per step, how many files the catalog has for it now and how many tasks they would give,
+            and per run the calibration each step will use (runs with none are named)
   create    create the steps' transformations in DIRAC (again: nothing is duplicated)
   status    per step: transformation, status, files and tasks by state
   advance   close each run's output dataset of a step once the run is processed there (run it periodically)
@@ -61,9 +62,14 @@ def main():
             from KM3DIRAC.TransformationSystem.Client.Trains import plan_train
             from KM3DIRAC.WorkloadManagementSystem.JobData import catalog_from_cs
 
-            plans = plan_train(train, catalog_from_cs())
+            catalog = catalog_from_cs()
+            plans = plan_train(train, catalog)
             _print_table([(p.step, p.files, p.tasks, p.waiting_runs, p.note) for p in plans],
                          ("step", "files", "tasks", "runs waiting", ""))
+            if any(step.calibration for step in train.steps):
+                from KM3DIRAC.DataManagementSystem.Client.Calibrations import print_train_calibrations
+
+                print_train_calibrations(train, catalog)
         else:
             from KM3DIRAC.TransformationSystem.Client.Trains import TrainManager
 

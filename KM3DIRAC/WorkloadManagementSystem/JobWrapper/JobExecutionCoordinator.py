@@ -2,8 +2,8 @@
 their inputs from Rucio before the payload and store and register their outputs after it.
 
 Driven by JDL parameters (see jdl_templates/README.md): KM3InputData, KM3OutputData, KM3OutputPath, KM3OutputSE,
-KM3FailoverSEs, KM3OutputMetadata, KM3Replicate, KM3DownloadWorkers. A job without them behaves as with DIRAC's,
-and so does a job whose executable is ``dirac-km3-job-run``: that command moves the data itself.
+KM3FailoverSEs, KM3OutputMetadata, KM3Replicate, KM3DownloadWorkers, KM3Calibration. A job without them behaves as
+with DIRAC's, and so does a job whose executable is ``dirac-km3-job-run``: that command moves the data itself.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class JobExecutionCoordinator(DIRACJobExecutionCoordinator):
             return S_ERROR(f"KM3DIRAC: {report_failure(self._status, 'before the payload', error)}")
         if files:
             self._get_runner().status("Running")
+        exeEnv.update(self._get_runner().calibration_environment())  # KM3Calibration: KM3_CALIB_<KIND>=<path>
         return S_OK({"command": command, "env": exeEnv})
 
     def postProcess(self):

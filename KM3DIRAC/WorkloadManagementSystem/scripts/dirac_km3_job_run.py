@@ -31,6 +31,7 @@ OPTIONS = {
     "metadata": ("KM3OutputMetadata", "JSON object of metadata for every output"),
     "replicate": ("KM3Replicate", "RSE expression of an extra replication rule for the outputs"),
     "workers": ("KM3DownloadWorkers", "parallel downloads (default 4)"),
+    "calibration": ("KM3Calibration", "comma-separated calibrations kind:version, kind:tag or kind (latest)"),
 }
 
 
@@ -74,7 +75,7 @@ def main():
         report_failure(status, "before the payload", error)
         sys.exit(2)
     runner.status("Running")
-    payload = subprocess.run(command, check=False)
+    payload = subprocess.run(command, check=False, env={**os.environ, **runner.calibration_environment()})
     if payload.returncode != 0:
         runner.status(f"Payload failed with exit code {payload.returncode}")
         sys.exit(payload.returncode)
