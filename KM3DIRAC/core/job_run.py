@@ -211,8 +211,8 @@ class JobDataRunner:
 
     def fetch_inputs(self) -> list[InputFile]:
         """Check what can be checked, then download the calibrations and the inputs. The output RSEs' settings are
-        learnt now, so uploads work even if Rucio goes away. Raises PreflightError (every problem named), InputDataError, or
-        RucioUnreachableError."""
+        learnt now, so uploads work even if Rucio goes away. Raises PreflightError (every problem named),
+        InputDataError, CalibrationNotFound or RucioUnreachableError."""
         from KM3DIRAC.core.rucio_calls import is_unreachable
 
         try:
