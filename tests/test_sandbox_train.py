@@ -31,6 +31,10 @@ def test_demo_train_runs_end_to_end_and_a_second_run_duplicates_nothing(local_sa
     assert re.search(r"outputs registered : 6 summaries, 2 merged run products \(60 events counted by km3io\)",
                      first.stdout), first.stdout[-3000:]
     assert re.search(r"step merge\s+: transformation \d+, Active; files Processed 6;", first.stdout), first.stdout
+    # the process step asks for the newest orientations covering each run: run 11292 falls in version 1.1.0's period
+    assert re.search(r"calibrations used  : run 11291 calibration:/km3net/calibration/orientations/1\.0\.0/\S+; "
+                     r"run 11292 calibration:/km3net/calibration/orientations/1\.1\.0/\S+", first.stdout), \
+        first.stdout[-3000:]
 
     second = _demo(local_sandbox)
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
