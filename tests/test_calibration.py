@@ -306,3 +306,23 @@ def test_train_plan_shows_each_runs_calibration_and_names_runs_without(calib_env
 
     job_train = parse_train(train, "inline", TEMPLATES)
     assert "KM3Calibration = orientations:1.0.0" in step_job(job_train, job_train.steps[0], TEMPLATES)._toJDL()
+
+
+@pytest.mark.rucio
+def test_register_with_options_and_a_time_range(calib_env, rucio_client, tmp_path):
+    scope, base, calib, _ = calib_env
+    january = _write(tmp_path, "t0-january.txt")
+    options = ["--kind", "t0", "--detector", "49", "--version", "1.0", "--start", "2026-01-01", "--end",
+               "2026-01-31T23:59:59Z"]
+    assert calib("register", str(january), *options).returncode == 0
+    overlapping = _write(tmp_path, "t0-late-january.txt")
+    refused = calib("register", str(overlapping), *options[:6], "--start", "2026-01-31", "--end", "2026-02-10")
+    assert refused.returncode == 1 and "t0-january.txt" in refused.stderr, refused.stdout + refused.stderr
+    meta = rucio_client.get_metadata(scope, f"{base}/t0/1.0/t0-january.txt", plugin="JSON")
+    assert (meta["calib_start"], meta["calib_end"]) == ("2026-01-01T00:00:00Z", "2026-01-31T23:59:59Z")
+    inside = calib("resolve", "t0:1.0", "11291", "--detector", "49", "--time", "2026-01-31T23:59:59Z")
+    assert inside.returncode == 0 and "t0-january.txt" in inside.stdout, inside.stdout + inside.stderr
+    outside = calib("resolve", "t0:1.0", "11291", "--detector", "49", "--time", "2026-02-01T00:00:00Z")
+    assert outside.returncode == 1 and "NONE" in outside.stdout
+    unnamed = calib("register", str(_write(tmp_path, "geometry.detx")))
+    assert unnamed.returncode == 1 and "geometry.detx: not a KM3NeT calibration file name" in unnamed.stderr
