@@ -281,14 +281,15 @@ def test_job_execution_coordinator_gives_the_payload_its_calibration(calib_env, 
 def test_train_plan_shows_each_runs_calibration_and_names_runs_without(calib_env, rucio_client, tmp_path):
     scope, _base, calib, options = calib_env
     assert calib("register", *(str(_write(tmp_path, name)) for name in (V1_FIRST, V2_FIRST))).returncode == 0
-    for run in (17396, 17397, 17500):
+    for run in (17396, 17397, 17496):
         _upload_run(rucio_client, scope, tmp_path, 133, run)
-    for run in (17396, 17397, 17500):
+    for run in (17396, 17397, 17496):
         rucio_client.set_metadata_bulk(scope, f"/km3net/{scope}/raw/run{run}/KM3NeT_00000133_{run:08d}.root",
                                        {"datatype": "raw"})
     train = {"name": f"calib-{scope}", "detector": 133, "steps": [{
         "name": "reco", "input": {"query": {"datatype": "raw"}, "path": f"/km3net/{scope}/raw"}, "plugin": "ByRun",
-        "jdl_template": "reconstruction.jdl", "calibration": ["orientations:1.0.0"],
+        "jdl_template": "reconstruction.jdl", "jdl_parameters": {"SoftwareVersion": "v19"},
+        "calibration": ["orientations:1.0.0"],
         "output": {"path": f"/km3net/{scope}/reco", "se": "KM3-DISK-1"}}]}
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(train))
@@ -297,10 +298,31 @@ def test_train_plan_shows_each_runs_calibration_and_names_runs_without(calib_env
     assert plan.returncode == 0, plan.stdout + plan.stderr
     rows = {int(line.split()[2]): line for line in plan.stdout.splitlines() if line.startswith("reco ")
             and len(line.split()) == 5}
-    assert V1_FIRST in rows[17397] and V1_FIRST in rows[17500] and "NONE" in rows[17396], plan.stdout
+    # first and last run of the period; 17396 has none in 1.0.0 (version 2.0.0 does not stand in for it)
+    assert V1_FIRST in rows[17397] and V1_FIRST in rows[17496] and "NONE" in rows[17396], plan.stdout
     assert "step reco: detector 133 run 17396 has no orientations:1.0.0 calibration" in plan.stdout, plan.stdout
 
     from KM3DIRAC.TransformationSystem.Client.Trains import step_job
 
     job_train = parse_train(train, "inline", TEMPLATES)
-    assert 'KM3Calibration = "orientations:1.0.0"' in step_job(job_train, job_train.steps[0], TEMPLATES)._toJDL()
+    assert "KM3Calibration = orientations:1.0.0" in step_job(job_train, job_train.steps[0], TEMPLATES)._toJDL()
+
+
+@pytest.mark.rucio
+def test_register_with_options_and_a_time_range(calib_env, rucio_client, tmp_path):
+    scope, base, calib, _ = calib_env
+    january = _write(tmp_path, "t0-january.txt")
+    options = ["--kind", "t0", "--detector", "49", "--version", "1.0", "--start", "2026-01-01", "--end",
+               "2026-01-31T23:59:59Z"]
+    assert calib("register", str(january), *options).returncode == 0
+    overlapping = _write(tmp_path, "t0-late-january.txt")
+    refused = calib("register", str(overlapping), *options[:6], "--start", "2026-01-31", "--end", "2026-02-10")
+    assert refused.returncode == 1 and "t0-january.txt" in refused.stderr, refused.stdout + refused.stderr
+    meta = rucio_client.get_metadata(scope, f"{base}/t0/1.0/t0-january.txt", plugin="JSON")
+    assert (meta["calib_start"], meta["calib_end"]) == ("2026-01-01T00:00:00Z", "2026-01-31T23:59:59Z")
+    inside = calib("resolve", "t0:1.0", "11291", "--detector", "49", "--time", "2026-01-31T23:59:59Z")
+    assert inside.returncode == 0 and "t0-january.txt" in inside.stdout, inside.stdout + inside.stderr
+    outside = calib("resolve", "t0:1.0", "11291", "--detector", "49", "--time", "2026-02-01T00:00:00Z")
+    assert outside.returncode == 1 and "NONE" in outside.stdout
+    unnamed = calib("register", str(_write(tmp_path, "geometry.detx")))
+    assert unnamed.returncode == 1 and "geometry.detx: not a KM3NeT calibration file name" in unnamed.stderr

@@ -81,6 +81,10 @@ def test_demo_train_runs_end_to_end_survives_a_restart_and_a_second_run_duplicat
     assert re.search(r"outputs registered : 6 summaries, 2 merged run products \(60 events counted by km3io\)",
                      first.stdout), first.stdout[-3000:]
     assert re.search(r"step merge\s+: transformation \d+, Active; files Processed 6;", first.stdout), first.stdout
+    # the process step asks for the newest orientations covering each run: run 11292 falls in version 1.1.0's period
+    assert re.search(r"calibrations used  : run 11291 calibration:/km3net/calibration/orientations/1\.0\.0/\S+; "
+                     r"run 11292 calibration:/km3net/calibration/orientations/1\.1\.0/\S+", first.stdout), \
+        first.stdout[-3000:]
 
     # every command the summary suggests, as printed, in a plain shell: the first line enters the sandbox
     commands = _suggested_commands(first.stdout)

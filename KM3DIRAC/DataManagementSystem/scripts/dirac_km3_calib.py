@@ -53,13 +53,14 @@ def _runs(items):
     return runs
 
 
-def _period(options, required):
+def _period(options):
+    """The period given as options, or None (then it comes from the file name)."""
     from KM3DIRAC.core.calibration import Period, parse_time
 
     runs = [options.get("first-run"), options.get("last-run")]
     times = [options.get("start"), options.get("end")]
     if not any(runs + times):
-        return None if not required else Period()
+        return None
     return Period(first_run=int(runs[0]) if runs[0] else None, last_run=int(runs[1]) if runs[1] else None,
                   start=parse_time(times[0], "--start") if times[0] else None,
                   end=parse_time(times[1], "--end") if times[1] else None)
@@ -77,7 +78,7 @@ def register(store, settings, options, files):
     from KM3DIRAC.core.calibration import CalibrationError, describe_calibration
 
     calibrations, paths, failed = [], {}, {}
-    period = _period(options, required=False)
+    period = _period(options)
     for name in files:
         path = Path(name)
         if not path.is_file():
