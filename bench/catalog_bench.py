@@ -132,7 +132,10 @@ def measure(counter: RequestCounter, workload: str, approach: str, lfns: int, ac
         requests = counter.count() - before
         check(outcome)
         del outcome
-    return Measurement(workload, approach, lfns, statistics.median(times), requests, peak)
+    result = Measurement(workload, approach, lfns, statistics.median(times), requests, peak)
+    print(f"  {workload} {approach}: {lfns} LFNs in {result.seconds:.2f} s, {requests} requests, "
+          f"peak {peak:.0f} MB", flush=True)
+    return result
 
 
 def all_successful(expected: int) -> Callable[[dict], None]:
@@ -344,13 +347,13 @@ def _scale_benchmark(server: RucioServer, client, ours, counter: RequestCounter,
                 lambda: raw_bulk_read(lambda dids: client.list_replicas(dids, resolve_archives=False), sample),
                 all_successful(len(sample))),
     ]
-    if size <= args.exists_max:
+    if size <= args.exists_max:  # ~0.3 ms a file whichever way: measured once
         workload = f"exists@{size // 1000}k"
         measurements += [
             measure(counter, workload, "raw bulk", size,
                     lambda: raw_bulk_read(lambda dids: client.get_metadata_bulk(dids, plugin="DID_COLUMN"), lfns),
-                    all_successful(size), repeats),
-            measure(counter, workload, "KM3DIRAC", size, lambda: ours.exists(lfns), all_successful(size), repeats),
+                    all_successful(size)),
+            measure(counter, workload, "KM3DIRAC", size, lambda: ours.exists(lfns), all_successful(size)),
         ]
     return measurements
 
@@ -446,10 +449,10 @@ def main(argv: list[str] | None = None) -> int:
                         default=[10_000, 100_000, 1_000_000],
                         help="files seeded by SQL for the scale workloads (default 10000,100000,1000000; '' none)")
     parser.add_argument("--datasets", type=int, default=100, help="run datasets the scale files are in (default 100)")
-    parser.add_argument("--exists-max", type=int, default=1_000_000,
-                        help="largest scale size exists is measured at (default 1000000)")
-    parser.add_argument("--raw-sample", type=int, default=20_000,
-                        help="files raw list_replicas reads at each scale size, compared per LFN (default 20000)")
+    parser.add_argument("--exists-max", type=int, default=100_000,
+                        help="largest scale size exists is measured at (default 100000)")
+    parser.add_argument("--raw-sample", type=int, default=5000,
+                        help="files raw list_replicas reads at each scale size, compared per LFN (default 5000)")
     args = parser.parse_args(argv)
     report(run(args))
     return 0
