@@ -19,6 +19,7 @@ from KM3DIRAC.core.catalog import RucioCatalog
 from KM3DIRAC.core.job_checks import CredentialLifetime
 from KM3DIRAC.core.job_run import JobDataPlan, JobDataRunner, StoreOutcome
 from KM3DIRAC.core.lfn import LFNMapper
+from KM3DIRAC.dirac_logging import bridge_core_logging
 from KM3DIRAC.Resources.Catalog.RucioFileCatalogClient import (
     _call_policy,
     _client_settings,
@@ -27,6 +28,7 @@ from KM3DIRAC.Resources.Catalog.RucioFileCatalogClient import (
 )
 
 log = gLogger.getSubLogger("KM3JobData")
+bridge_core_logging()
 
 CATALOG_SECTION = "/Resources/FileCatalogs/RucioFileCatalog"
 REGISTER_OPERATION = "KM3RegisterOutputs"
