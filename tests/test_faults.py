@@ -39,6 +39,7 @@ TRIALS_PER_FAULT = 3
 READY_TIMEOUT = 240
 FINAL_TIMEOUT = 300
 OUTAGE_SECONDS = 6
+STATUS_CHECK_SECONDS = 10
 
 
 class Trials:
@@ -84,13 +85,16 @@ class Trials:
     def wait_until_ready(self) -> None:
         """Every job is in its payload (downloads and checks done), waiting for the go file."""
         deadline = time.monotonic() + READY_TIMEOUT
+        next_status_check = time.monotonic() + STATUS_CHECK_SECONDS
         while time.monotonic() < deadline:
             if all((self.work / f"ready-{tag}").exists() for tag in self.tags):
                 return
-            statuses = self.statuses()
-            finished = [job for job, row in statuses.items() if row["status"] in ("Done", "Failed", "Killed")]
-            assert not finished, f"jobs ended before their payload: {statuses}"
-            time.sleep(2)
+            if time.monotonic() > next_status_check:  # each check starts a DIRAC client: not too often
+                statuses = self.statuses()
+                finished = [job for job, row in statuses.items() if row["status"] in ("Done", "Failed", "Killed")]
+                assert not finished, f"jobs ended before their payload: {statuses}"
+                next_status_check = time.monotonic() + STATUS_CHECK_SECONDS
+            time.sleep(0.5)
         pytest.fail(f"{self.fault}: payloads not started after {READY_TIMEOUT} s: {self.statuses()}")
 
     def release(self) -> None:
@@ -109,7 +113,7 @@ class Trials:
             if len(statuses) == len(self.job_ids) and all(row["status"] in ("Done", "Failed", "Killed")
                                                           for row in statuses.values()):
                 return statuses
-            time.sleep(3)
+            time.sleep(4)
         return statuses  # not all final: counted as stuck, the assertion below fails
 
     def job_log(self, job_id: str) -> str:
