@@ -39,6 +39,7 @@ TRIALS_PER_FAULT = 3
 READY_TIMEOUT = 240
 FINAL_TIMEOUT = 300
 OUTAGE_SECONDS = 6
+STATUS_CHECK_SECONDS = 10
 
 
 class Trials:
@@ -84,13 +85,16 @@ class Trials:
     def wait_until_ready(self) -> None:
         """Every job is in its payload (downloads and checks done), waiting for the go file."""
         deadline = time.monotonic() + READY_TIMEOUT
+        next_status_check = time.monotonic() + STATUS_CHECK_SECONDS
         while time.monotonic() < deadline:
             if all((self.work / f"ready-{tag}").exists() for tag in self.tags):
                 return
-            statuses = self.statuses()
-            finished = [job for job, row in statuses.items() if row["status"] in ("Done", "Failed", "Killed")]
-            assert not finished, f"jobs ended before their payload: {statuses}"
-            time.sleep(2)
+            if time.monotonic() > next_status_check:  # each check starts a DIRAC client: not too often
+                statuses = self.statuses()
+                finished = [job for job, row in statuses.items() if row["status"] in ("Done", "Failed", "Killed")]
+                assert not finished, f"jobs ended before their payload: {statuses}"
+                next_status_check = time.monotonic() + STATUS_CHECK_SECONDS
+            time.sleep(0.5)
         pytest.fail(f"{self.fault}: payloads not started after {READY_TIMEOUT} s: {self.statuses()}")
 
     def release(self) -> None:
@@ -109,8 +113,15 @@ class Trials:
             if len(statuses) == len(self.job_ids) and all(row["status"] in ("Done", "Failed", "Killed")
                                                           for row in statuses.values()):
                 return statuses
-            time.sleep(3)
+            time.sleep(4)
         return statuses  # not all final: counted as stuck, the assertion below fails
+
+    def job_log(self, job_id: str) -> str:
+        """The job's std.out and std.err (its output sandbox)."""
+        target = self.work / "out"
+        fetched = self.sandbox.run("dirac-wms-job-get-output", "-D", str(target), job_id, timeout=120)
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+        return "\n".join(path.read_text() for path in sorted((target / job_id).glob("std.*")))
 
     def count(self, statuses: dict[str, dict]) -> list[TrialCounts]:
         produced: dict[str, list[dict]] = {tag: [] for tag in self.tags}
@@ -161,7 +172,7 @@ def _assert_nothing_lost_and_all_final(counts: list[TrialCounts], statuses: dict
 
 
 def _run_fault(sandbox: RunningSandbox, work: Path, fault: str, during: Callable[[Trials], None],
-               inputs: list[str] | None = None, scope: str | None = None) -> list[TrialCounts]:
+               inputs: list[str] | None = None, scope: str | None = None) -> tuple[list[TrialCounts], Trials]:
     trials = Trials(sandbox, work, fault, scope or f"f{uuid.uuid4().hex[:10]}", inputs=inputs)
     trials.wait_until_ready()
     during(trials)
@@ -169,7 +180,7 @@ def _run_fault(sandbox: RunningSandbox, work: Path, fault: str, during: Callable
     statuses = trials.wait_until_final()
     counts = trials.count(statuses)
     _assert_nothing_lost_and_all_final(counts, statuses)
-    return counts
+    return counts, trials
 
 
 @pytest.fixture
@@ -186,8 +197,10 @@ def test_rucio_killed_while_jobs_register(fault_sandbox, work):
             trials.release()
             time.sleep(OUTAGE_SECONDS)
 
-    counts = _run_fault(fault_sandbox, work, "rucio_killed", during)
+    counts, trials = _run_fault(fault_sandbox, work, "rucio_killed", during)
     assert all(t.registered == t.produced == 2 for t in counts), counts
+    log = trials.job_log(counts[0].job_id)  # the job met the outage: its calls were tried again
+    assert re.search(r"Rucio \w+: .*; try 2 of 8", log), log
 
 
 def test_rucio_hung_while_jobs_register(fault_sandbox, work):
@@ -198,8 +211,10 @@ def test_rucio_hung_while_jobs_register(fault_sandbox, work):
             trials.release()
             time.sleep(OUTAGE_SECONDS)
 
-    counts = _run_fault(fault_sandbox, work, "rucio_hung", during)
+    counts, trials = _run_fault(fault_sandbox, work, "rucio_hung", during)
     assert all(t.registered == t.produced == 2 for t in counts), counts
+    log = trials.job_log(counts[0].job_id)  # the job met the silent server: a call timed out and was tried again
+    assert re.search(r"Rucio \w+: .*timed out.*; try 2 of 8", log), log
 
 
 def test_mariadb_restarted_while_jobs_run(fault_sandbox, work):
@@ -209,7 +224,8 @@ def test_mariadb_restarted_while_jobs_run(fault_sandbox, work):
             trials.release()
             time.sleep(2)
 
-    _run_fault(fault_sandbox, work, "mariadb_restarted", during)
+    counts, _ = _run_fault(fault_sandbox, work, "mariadb_restarted", during)
+    assert all(t.registered == t.produced == 2 for t in counts), counts
 
 
 def test_job_agent_killed_mid_cycle(fault_sandbox, work):
@@ -218,7 +234,8 @@ def test_job_agent_killed_mid_cycle(fault_sandbox, work):
         assert kill_job_agent(fault_sandbox), "no JobAgent running"
         trials.release()
 
-    _run_fault(fault_sandbox, work, "job_agent_killed", during)
+    counts, _ = _run_fault(fault_sandbox, work, "job_agent_killed", during)
+    assert all(t.registered == t.produced == 2 for t in counts), counts
 
 
 def test_output_storage_full(fault_sandbox, work):
@@ -236,7 +253,7 @@ def test_output_storage_full(fault_sandbox, work):
             while True:
                 filler.write(b"\0" * 4096)
                 filler.flush()
-        counts = _run_fault(fault_sandbox, work, "storage_full", lambda trials: None, scope=scope)
+        counts, _ = _run_fault(fault_sandbox, work, "storage_full", lambda trials: None, scope=scope)
     finally:
         subprocess.run(["umount", "--lazy", str(full)], check=False)
     assert all(t.registered == t.produced == 2 for t in counts), counts
@@ -256,7 +273,7 @@ def test_corrupted_input_replica(fault_sandbox, work):
         first = Path(where["first"])
         first.write_bytes(bytes(reversed(first.read_bytes())))  # same size, other bytes
     lfns = sorted(prepared)
-    counts = _run_fault(fault_sandbox, work, "replica_corrupted", lambda trials: None, inputs=lfns, scope=scope)
+    counts, _ = _run_fault(fault_sandbox, work, "replica_corrupted", lambda trials: None, inputs=lfns, scope=scope)
     assert all(t.registered == t.produced == 2 and t.status == "Done" for t in counts), counts
     declared = fault_client(fault_sandbox, "suspicious", "KM3-DISK-1")["suspicious"]
     assert set(lfns) <= set(declared), declared

@@ -17,9 +17,11 @@ from DIRAC import gConfig, gLogger
 
 from KM3DIRAC.core.job_checks import CredentialLifetime
 from KM3DIRAC.core.job_run import JobDataPlan, JobDataRunner, StoreOutcome
+from KM3DIRAC.dirac_logging import bridge_core_logging
 from KM3DIRAC.Resources.Catalog.RucioSettings import catalog_from_cs
 
 log = gLogger.getSubLogger("KM3JobData")
+bridge_core_logging()
 
 __all__ = ["catalog_from_cs", "finish_outputs", "runner_for", "site_rses"]
 
