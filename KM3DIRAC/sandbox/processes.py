@@ -104,12 +104,15 @@ def reserve_port(preferred: int | None = None, owner: str = "") -> int:
     with open(registry / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            for entry in registry.glob("[0-9]*"):  # lapsed reservations: their ports are bound by now, or free
+                if not _reserved_by_a_live_process(entry):
+                    entry.unlink(missing_ok=True)
             candidates = random.sample(ports, min(CANDIDATES_PER_ATTEMPT, len(ports)))
             if preferred:
                 candidates.insert(0, preferred)
             for port in candidates:
                 entry = registry / str(port)
-                if entry.exists() and _reserved_by_a_live_process(entry):
+                if entry.exists():  # reserved by a live process (lapsed ones were removed above)
                     continue
                 if not port_is_bindable(port, reuse_address=port == preferred):
                     continue
