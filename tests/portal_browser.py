@@ -65,6 +65,7 @@ class PortalBrowser:
         self.driver = driver
         self.login_url = login_url
         self.base = login_url.split("/login", 1)[0]
+        self.window_grid: Grid | None = None  # the grid of the last window read by window_grid_rows
 
     def login(self) -> dict:
         """Open the login URL; the portal's own idea of who the browser is (``getConfigData``)."""
@@ -189,7 +190,8 @@ return grid ? {id: grid.getId(), title: wins[0].title,
             return bool(found) and bool(self.rows(Grid(**found)))
 
         self.wait_for(check, f"a window {title_start!r} with rows")
-        return self.rows(Grid(**found))
+        self.window_grid = Grid(**found)
+        return self.rows(self.window_grid)
 
     def group_titles(self, grid: Grid) -> list[str]:
         return [(title.get_attribute("textContent") or "").strip()
@@ -254,6 +256,10 @@ return trees.length ? trees[0].getId() : null;
                               lambda: "values: " + str([i.text for i in self.driver.find_elements(
                                   By.CSS_SELECTOR, "li.x-boundlist-item") if i.is_displayed()]))
         items[0].click()
+
+    def maximize_window_of(self, grid: Grid) -> None:
+        self.driver.execute_script("Ext.getCmp(arguments[0]).up('window').maximize();", grid.id)
+        ActionChains(self.driver).move_by_offset(0, 0).perform()
 
     def screenshot(self, name: str, fit: Grid | None = None) -> Path:
         """The page as a PNG in the test results; the columns of grid ``fit`` first made as wide as their contents."""

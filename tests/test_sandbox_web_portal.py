@@ -217,9 +217,12 @@ def test_job_monitor_shows_km3dirac_jobs_their_application_status_and_details(br
     job = next(r for r in rows if r["JobID"] == job_id)
     assert (job["Status"], job["MinorStatus"], job["ApplicationStatus"], job["JobName"], job["Owner"]) == (
         "Done", "Execution Complete", "Registered", "km3-analysis-shifter", "km3user"), job
-    # the train's jobs: transformation tasks named <transformation>_<task>, done and registered
-    train_jobs = [r for r in rows if re.fullmatch(r"\d{8}_\d{8}", r["JobName"])]
-    assert len(train_jobs) >= 6 and {r["Status"] for r in train_jobs} == {"Done"}, rows
+    # the train's jobs: tasks of its steps' transformations, named <transformation>_<task>, done and registered
+    steps = {int(number) for number in re.findall(r"^\[demo\] step \w+: transformation (\d+)", demo_train,
+                                                  re.MULTILINE)}
+    assert len(steps) == 2, demo_train
+    train_jobs = [r for r in rows if re.fullmatch(r"\d{8}_\d{8}", r["JobName"]) and int(r["JobName"][:8]) in steps]
+    assert len(train_jobs) == 6 and {r["Status"] for r in train_jobs} == {"Done"}, rows
     assert {r["ApplicationStatus"] for r in train_jobs} == {"Registered"}, train_jobs
     browser.screenshot("job-monitor", fit=browser.grid("JobID"))
 
@@ -234,6 +237,7 @@ def test_job_monitor_shows_km3dirac_jobs_their_application_status_and_details(br
     assert downloads[-1] == "Downloading inputs 1/1", stages
     assert re.fullmatch(r"Uploading outputs (\d+)/\1", uploads[-1]), stages
     assert history[-1]["status"] == "Done"
+    browser.maximize_window_of(browser.window_grid)
     browser.screenshot("job-monitor-logging-info")
 
 
