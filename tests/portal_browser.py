@@ -65,6 +65,7 @@ class PortalBrowser:
         self.driver = driver
         self.login_url = login_url
         self.base = login_url.split("/login", 1)[0]
+        self.window_grid: Grid | None = None  # the grid of the last window read by window_grid_rows
 
     def login(self) -> dict:
         """Open the login URL; the portal's own idea of who the browser is (``getConfigData``)."""
@@ -127,6 +128,28 @@ class PortalBrowser:
                 return cells[index]
         raise PortalError(f"no row with {column} = {value!r} in {self.rows(grid)}")
 
+    def click_row(self, column: str, value: str) -> None:
+        """Click the cell ``value`` in the visible grid with ``column`` (again if the grid re-renders under it)."""
+        def click():
+            self.row_element(self.grid(column), column, value).click()
+            return True
+
+        self.wait_for(click, f"a row with {column} = {value!r} to click")
+
+    def choose_in_selector(self, label: str, value: str) -> None:
+        """Pick ``value`` in the drop-down selector ``label`` of an app's left panel (Operation Type ...)."""
+        field_id = self.wait_for(lambda: self.driver.execute_script(
+            "var wanted = arguments[0];"
+            "var f = Ext.ComponentQuery.query('combobox').filter(function (c) {"
+            " return c.isVisible(true) && c.fieldLabel == wanted; });"
+            "return f.length ? f[0].getId() : null;", label),
+            f"the selector {label!r}")
+        self.driver.find_element(By.CSS_SELECTOR, f"#{field_id} .x-form-trigger").click()
+        item = self.wait_for(lambda: [i for i in self.driver.find_elements(By.CSS_SELECTOR, "li.x-boundlist-item")
+                                      if i.is_displayed() and i.text.strip() == value],
+                             f"{value!r} in the selector {label!r}")
+        item[0].click()
+
     def wait_for_rows(self, first_column: str, predicate, what: str) -> list[dict[str, str]]:
         """Wait until the grid with ``first_column`` shows rows for which ``predicate(rows)`` is true."""
         seen: list[dict[str, str]] = []
@@ -167,7 +190,8 @@ return grid ? {id: grid.getId(), title: wins[0].title,
             return bool(found) and bool(self.rows(Grid(**found)))
 
         self.wait_for(check, f"a window {title_start!r} with rows")
-        return self.rows(Grid(**found))
+        self.window_grid = Grid(**found)
+        return self.rows(self.window_grid)
 
     def group_titles(self, grid: Grid) -> list[str]:
         return [(title.get_attribute("textContent") or "").strip()
@@ -218,13 +242,14 @@ return trees.length ? trees[0].getId() : null;
 
     def choose_metadata_value(self, field: str, value: str) -> None:
         """Click ``field`` in the Directory Metadata list, open its drop-down and pick ``value``."""
-        grid = self.grid("Name")
-        self.row_element(grid, "Name", field).click()
-        triggers = self.wait_for(lambda: [t for t in self.driver.find_elements(
-            By.CSS_SELECTOR, ".x-form-trigger") if t.is_displayed() and t.find_elements(
-            By.XPATH, f"ancestor::*[contains(@class, 'x-container')][.//div[normalize-space(text())='{field}']]")],
+        self.click_row("Name", field)
+        box_id = self.wait_for(lambda: self.driver.execute_script(
+            "var wanted = arguments[0];"
+            "var blocks = Ext.ComponentQuery.query('container').filter(function (c) {"
+            " return c.fieldName == wanted && c.isVisible(true); });"
+            "return blocks.length ? blocks[blocks.length - 1].items.getAt(2).getId() : null;", field),
             f"the drop-down of {field!r}")
-        triggers[-1].click()
+        self.driver.find_element(By.CSS_SELECTOR, f"#{box_id} .x-form-trigger").click()
         items = self.wait_for(lambda: [i for i in self.driver.find_elements(By.CSS_SELECTOR, "li.x-boundlist-item")
                                        if i.is_displayed() and i.text.strip() == value],
                               f"{value!r} among the values of {field!r}",
@@ -232,15 +257,16 @@ return trees.length ? trees[0].getId() : null;
                                   By.CSS_SELECTOR, "li.x-boundlist-item") if i.is_displayed()]))
         items[0].click()
 
-    def screenshot(self, name: str) -> Path:
-        """The page as a PNG in the test results, its grids' columns first made as wide as their contents."""
-        try:
+    def maximize_window_of(self, grid: Grid) -> None:
+        self.driver.execute_script("Ext.getCmp(arguments[0]).up('window').maximize();", grid.id)
+        ActionChains(self.driver).move_by_offset(0, 0).perform()
+
+    def screenshot(self, name: str, fit: Grid | None = None) -> Path:
+        """The page as a PNG in the test results; the columns of grid ``fit`` first made as wide as their contents."""
+        if fit is not None:
             self.driver.execute_script(
-                "Ext.ComponentQuery.query('gridpanel').forEach(function (g) { if (g.isVisible(true)) {"
-                " g.getVisibleColumns().forEach(function (c) { if (c.autoSize && c.dataIndex) { c.autoSize(); } });"
-                " } });")
-        except JavascriptException:  # no ExtJS on the page (yet): the page as it is
-            pass
+                "Ext.getCmp(arguments[0]).getVisibleColumns().forEach(function (c) {"
+                " if (c.autoSize && c.dataIndex) { c.autoSize(); } });", fit.id)
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         path = RESULTS_DIR / f"{name}.png"
         self.driver.save_screenshot(str(path))

@@ -53,6 +53,9 @@ class RunningSandbox:
 
 @pytest.fixture(scope="session")
 def local_sandbox() -> Iterator[RunningSandbox]:
+    if os.environ.get("KM3DIRAC_TEST_SANDBOX"):  # a sandbox that is up already (developing tests): used, kept up
+        yield RunningSandbox(Path(os.environ["KM3DIRAC_TEST_SANDBOX"]).resolve())
+        return
     sandbox = RunningSandbox(Path(tempfile.mkdtemp(prefix="km3dirac-sandbox-")))
     try:
         started = sandbox.sandbox_command("up")
