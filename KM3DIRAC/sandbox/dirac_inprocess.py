@@ -25,11 +25,18 @@ class InProcessResourceStatusClient:
         return S_OK([list(row) for row in self.rows])
 
 
+#: every StorageElement answered so far in this process, with its status: a later call adds to them (a test that
+#: declares one more SE must not make the session's others unknown to DIRAC)
+_answered: dict[str, str] = {}
+
+
 def answer_resource_status_in_process(storage_elements: Iterable[str], status: str = "Active") -> None:
-    """Make every StorageElement in ``storage_elements`` report ``status`` for all its access types."""
+    """Make every StorageElement in ``storage_elements`` report ``status`` for all its access types (the ones
+    answered by earlier calls keep theirs)."""
     from DIRAC.ResourceStatusSystem.Client.ResourceStatus import ResourceStatus
 
-    rows = [(name, "StorageElement", status_type, status, "all") for name in storage_elements
+    _answered.update(dict.fromkeys(storage_elements, status))
+    rows = [(name, "StorageElement", status_type, se_status, "all") for name, se_status in _answered.items()
             for status_type in STORAGE_STATUS_TYPES]
     resource_status = ResourceStatus()
     resource_status.rssClient = InProcessResourceStatusClient(rows)
