@@ -1,5 +1,5 @@
 """The local sandbox as a session fixture: ``dirac-km3-sandbox up`` once, in a fresh directory with free ports, and
-always ``down`` at the end. Test modules import the fixtures they use from here."""
+always ``reset`` (stop and remove everything) at the end. Test modules import the fixtures they use from here."""
 
 from __future__ import annotations
 
@@ -59,7 +59,10 @@ def local_sandbox() -> Iterator[RunningSandbox]:
         assert started.returncode == 0, f"dirac-km3-sandbox up failed:\n{started.stdout}\n{started.stderr}"
         yield sandbox
     finally:
-        stopped = sandbox.sandbox_command("down")
-        if not os.environ.get("KM3DIRAC_KEEP_TEST_DIR"):
+        # reset also removes Rucio's database where it lives outside the directory (below /tmp: the postgres user
+        # cannot reach a 0700 temporary directory)
+        keep = os.environ.get("KM3DIRAC_KEEP_TEST_DIR")
+        stopped = sandbox.sandbox_command("down" if keep else "reset")
+        if not keep:
             shutil.rmtree(sandbox.directory, ignore_errors=True)
         assert stopped.returncode == 0, f"dirac-km3-sandbox down failed:\n{stopped.stdout}\n{stopped.stderr}"

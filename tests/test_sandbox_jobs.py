@@ -65,3 +65,76 @@ def test_user_job_from_the_template_reads_rucio_data_and_registers_its_product(
     assert (meta["run_number"], meta["DetectorID"], meta["Step"], meta["Analysis"]) == ("11291", "49", "analysis",
                                                                                         "count")
     assert meta["Parents"] == run
+
+
+DEFERRED_DONE_TIMEOUT = 300
+
+
+@pytest.mark.sandbox
+def test_registration_deferred_while_rucio_was_down_completes_soon_after_and_the_job_reaches_done(
+        local_sandbox: RunningSandbox, tmp_path: Path):
+    """Rucio stops while the payload runs: the outputs stay stored and an RMS request is left; Rucio comes back:
+    within FailoverRequestDelay (1 min in the sandbox) and a few agent cycles the RequestExecutingAgent registers
+    them, finalizeRequest sets the job Done (job parameters are kept without OpenSearch), and the user reads the
+    output DIDs back as the job parameter KM3OutputDIDs."""
+    from km3net_testdata import data_path
+
+    from KM3DIRAC.sandbox.local_sandbox import Sandbox
+
+    scope = f"u{uuid.uuid4().hex[:10]}"
+    run = f"/km3net/{scope}/offline/KM3NeT_00000049/run11291"
+    source = tmp_path / "KM3NeT_00000049_00011291.offline.root"
+    shutil.copy(data_path("offline/km3net_offline.root"), source)
+    local_sandbox.dirac_client("upload-km3net-file", scope, f"{run}/{source.name}", str(source), "KM3-DISK-1",
+                               json.dumps({"run_number": 11291, "DetectorID": 49}))
+    shutil.copy(PAYLOAD, tmp_path / "count_events.py")
+    marker = tmp_path / "rucio-is-down"
+    products = f"/km3net/{scope}/products/run11291"
+    rendered = local_sandbox.run(
+        "dirac-km3-jdl-render", "user-analysis.jdl", "-p", "Name=deferred",
+        "-p", f"Command=python count_events.py --wait-for {marker}", "-p", "InputSandbox=count_events.py",
+        "-p", f"InputData={run}", "-p", "OutputPatterns=summary_*.json", "-p", f"OutputPath={products}",
+        "-p", "OutputSE=KM3-DISK-2", "-p", "CPUTime=600", "--output=job.jdl", cwd=tmp_path)
+    assert rendered.returncode == 0, rendered.stdout + rendered.stderr
+    submitted = local_sandbox.run("dirac-wms-job-submit", "job.jdl", cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_id = re.search(r"JobID = (\d+)", submitted.stdout).group(1)
+
+    sandbox = Sandbox(local_sandbox.directory)
+    deadline = time.monotonic() + JOB_TIMEOUT
+    attributes = {}
+    while time.monotonic() < deadline:  # the payload runs (inputs are downloaded): Rucio goes down now
+        attributes = local_sandbox.dirac_client("job-attributes", job_id)
+        if attributes["application_status"] == "Running" or attributes["status"] in ("Done", "Failed"):
+            break
+        time.sleep(1)
+    assert attributes["application_status"] == "Running", attributes
+    sandbox.stop_rucio_server()
+    try:
+        marker.touch()
+        while time.monotonic() < deadline:
+            attributes = local_sandbox.dirac_client("job-attributes", job_id)
+            if attributes["status"] in ("Completed", "Done", "Failed"):
+                break
+            time.sleep(1)
+        assert (attributes["status"], attributes["application_status"]) == ("Completed", "Registration pending"), \
+            attributes
+    finally:
+        sandbox.start_rucio_server()
+    rucio_back = time.monotonic()
+    while time.monotonic() < rucio_back + DEFERRED_DONE_TIMEOUT:
+        attributes = local_sandbox.dirac_client("job-attributes", job_id)
+        if attributes["status"] in ("Done", "Failed"):
+            break
+        time.sleep(3)
+    waited = time.monotonic() - rucio_back
+    assert attributes["status"] == "Done", (attributes, f"{waited:.0f} s after Rucio came back")
+    print(f"deferred registration: job {job_id} Done {waited:.0f} s after Rucio answered again")
+
+    found = local_sandbox.dirac_client("rucio-files", scope, f"{products}/*", json.dumps({"JobID": int(job_id)}))
+    expected = f"{products}/summary_KM3NeT_00000049_00011291.offline.json"
+    assert list(found["files"]) == [expected]
+    parameters = local_sandbox.run("dirac-wms-job-parameters", job_id)
+    assert parameters.returncode == 0, parameters.stdout + parameters.stderr
+    assert re.search(rf"'KM3OutputDIDs': '{re.escape(expected)}'", parameters.stdout), parameters.stdout
+    assert "'PendingRequest'" in parameters.stdout  # written by finalizeRequest, which used to fail here

@@ -54,9 +54,9 @@ class ApplicationStatusReporter:
                 log.warn("could not send the application status", result["Message"])
 
     def output_dids(self, lfns: list[str]) -> None:
-        """Record the registered outputs as the job parameter KM3OutputDIDs. DIRAC 9.1 keeps job parameters in
-        OpenSearch only; where there is none this fails, and the outputs stay findable from Rucio by their
-        JobID provenance metadata."""
+        """Record the registered outputs as the job parameter KM3OutputDIDs (outputs registered later by the RMS
+        are added by KM3RegisterOutputs). DIRAC 9.1 keeps job parameters in OpenSearch; without one (and without
+        KM3DIRAC's MySQL JobParametersDB) this fails, and the outputs stay findable from Rucio by their JobID."""
         if self._report is None or not lfns:
             return
         result = self._report.setJobParameter("KM3OutputDIDs", ",".join(lfns))

@@ -49,6 +49,8 @@ def say(message: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- outside DIRAC
 def ensure_sandbox(directory: Path) -> None:
+    """Use the sandbox in ``directory`` as it is: start it (with the state it kept) when it is down, restart it
+    when it is partly up. Nothing is thrown away: a second demo finds what the first one made."""
     from KM3DIRAC.sandbox.local_sandbox import Sandbox
 
     sandbox = Sandbox(directory)
@@ -56,13 +58,10 @@ def ensure_sandbox(directory: Path) -> None:
     if healthy:
         say(f"sandbox already up in {directory}")
         return
-    if directory.exists():
-        say(f"starting a fresh sandbox in {directory}")
-        try:
-            sandbox.down()
-        except Exception as error:  # a half-dead sandbox: its processes are gone with its directory
-            say(f"(stopping the old sandbox: {error})")
-        shutil.rmtree(directory, ignore_errors=True)
+    if sandbox.state.components:
+        say(f"sandbox in {directory} is partly up: restarting it (its state is kept)")
+        sandbox.down()
+        sandbox = Sandbox(directory)
     print(sandbox.up(), flush=True)
 
 
@@ -88,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
                "--runs", str(args.runs), "--files-per-run", str(args.files_per_run), "--timeout", str(args.timeout)]
     code = subprocess.run(command, env={**env, "KM3DIRAC_DEMO_SANDBOX_SECONDS": f"{sandbox_seconds:.1f}"},
                           check=False).returncode
-    if args.down:
-        from KM3DIRAC.sandbox.local_sandbox import Sandbox
+    from KM3DIRAC.sandbox.local_sandbox import Sandbox, enter_command
 
+    if args.down:
         print(Sandbox(args.dir.resolve()).down())
+        print(f"start it again (its state is kept): {enter_command(args.dir.resolve(), 'up')}")
+    print(f"enter the sandbox: {enter_command(args.dir.resolve())}")
     return code
 
 
@@ -124,7 +125,7 @@ def inside(args: argparse.Namespace) -> int:
     start = time.monotonic()
     finished = follow(manager, catalog, runs, args.timeout)
     timings.stage("train run", start)
-    summary(manager, catalog, runs, timings, finished)
+    summary(manager, catalog, runs, timings, finished, args.dir.resolve())
     return 0 if finished else 1
 
 
@@ -188,7 +189,9 @@ def _all_processed(files: dict) -> bool:
     return bool(total) and files.get("Processed", 0) == total
 
 
-def summary(manager, catalog, runs: list[int], timings: Timings, finished: bool) -> None:
+def summary(manager, catalog, runs: list[int], timings: Timings, finished: bool, directory: Path) -> None:
+    from KM3DIRAC.sandbox.local_sandbox import enter_command
+
     states = manager.status()
     summaries = catalog.find_files({"datatype": "summary", "TrainName": manager.train.name}, f"/km3net/{SCOPE}")
     merged = catalog.find_files({"datatype": "merged", "TrainName": manager.train.name}, f"/km3net/{SCOPE}")
@@ -208,7 +211,8 @@ def summary(manager, catalog, runs: list[int], timings: Timings, finished: bool)
     print(f"  outputs registered : {len(summaries)} summaries, {len(merged)} merged run products "
           f"({events} events counted by km3io)")
     print("  wall time          : " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.stages.items()))
-    print("  look at the results (export the sandbox environment first: dirac-km3-sandbox status prints it):")
+    print("  look at the results: enter the sandbox (first line), then run the others:")
+    print(f"    {enter_command(directory)}")
     print(f"    dirac-dms-find-lfns Path=/km3net/{SCOPE} datatype=merged")
     print(f"    rucio did list '{SCOPE}:/km3net/{SCOPE}/*' --filter 'type=file,run_number>={runs[0]}'")
     print(f"    dirac-km3-train status {TRAIN_FILE.relative_to(SOURCE_ROOT)}")

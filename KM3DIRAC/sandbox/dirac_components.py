@@ -27,6 +27,13 @@ SANDBOX_SE = "SandboxSE"
 HOST_NAME = "localhost"
 USER_NAME = "km3user"
 USER_GROUP = f"{VO}_user"  # the group LocalDiracConfig's Registry defines
+PRODUCTION_GROUP = f"{VO}_prod"  # the user as production manager (dirac-km3-sandbox env --as prodmanager)
+#: minutes DIRAC's JobWrapper holds back a job's failover request (DIRAC's default 45): a registration deferred while
+#: Rucio was down is retried this soon after the job ends, then at every RequestExecutingAgent cycle
+FAILOVER_REQUEST_DELAY_MINUTES = 1
+JOB_MONITORING_HANDLER = "KM3DIRAC/WorkloadManagementSystem/Service/KM3JobMonitoringHandler.py"
+#: DIRAC 9.1.22's OptimizationMind with the race of its first messages avoided (see the handler's docstring)
+OPTIMIZATION_MIND_HANDLER = "KM3DIRAC/WorkloadManagementSystem/Service/KM3OptimizationMindHandler.py"
 HOST_PROPERTIES = ("TrustedHost", "Operator", "FullDelegation", "ProxyManagement", "ServiceAdministrator",
                    "JobAdministrator", "CSAdministrator", "ProductionManagement", "SiteManager")
 
@@ -59,8 +66,9 @@ SERVICES = (
     # agents acting for a user (RequestExecutingAgent, WorkflowTaskAgent) download the owner's proxy from here
     DiracService("Framework", "ProxyManager", ("ProxyDB",)),
     DiracService("WorkloadManagement", "JobManager", WMS_DATABASES),
-    DiracService("WorkloadManagement", "JobMonitoring", WMS_DATABASES),
-    DiracService("WorkloadManagement", "JobStateUpdate", WMS_DATABASES),
+    # job parameters: KM3DIRAC's MySQL JobParametersDB (no OpenSearch here), read by KM3JobMonitoringHandler
+    DiracService("WorkloadManagement", "JobMonitoring", (*WMS_DATABASES, "JobParametersDB")),
+    DiracService("WorkloadManagement", "JobStateUpdate", (*WMS_DATABASES, "JobParametersDB")),
     DiracService("WorkloadManagement", "SandboxStore", ("SandboxMetadataDB",)),
     DiracService("WorkloadManagement", "Matcher", WMS_DATABASES),
     DiracService("WorkloadManagement", "OptimizationMind", WMS_DATABASES),
@@ -75,6 +83,7 @@ DATABASE_SYSTEMS = {
     "TaskQueueDB": "WorkloadManagement",
     "PilotAgentsDB": "WorkloadManagement",
     "SandboxMetadataDB": "WorkloadManagement",
+    "JobParametersDB": "WorkloadManagement",
     "ReqDB": "RequestManagement",
     "TransformationDB": "Transformation",
 }
@@ -240,7 +249,8 @@ Systems
   }}
   NoSQLDatabases
   {{
-    # JobParametersDB is OpenSearch-only in DIRAC 9.1 and the sandbox runs no OpenSearch: nothing listens here
+    # the sandbox runs no OpenSearch (DIRAC 9.1's JobParametersDB is OpenSearch-only): nothing listens here; job
+    # parameters are kept by KM3DIRAC's MySQL JobParametersDB instead (Databases/JobParametersDB/Backend below)
     Host = {LOOPBACK}
     Port = 1
     User = none
@@ -255,6 +265,25 @@ Systems
         BasePath = {layout.sandboxes_dir}
         LocalSE = {SANDBOX_SE}
       }}
+      JobMonitoring
+      {{
+        HandlerPath = {JOB_MONITORING_HANDLER}
+      }}
+      OptimizationMind
+      {{
+        HandlerPath = {OPTIMIZATION_MIND_HANDLER}
+      }}
+    }}
+    Databases
+    {{
+      JobParametersDB
+      {{
+        Backend = MySQL
+      }}
+    }}
+    JobWrapper
+    {{
+      FailoverRequestDelay = {FAILOVER_REQUEST_DELAY_MINUTES}
     }}
   }}
 }}
@@ -273,6 +302,12 @@ Registry
     {USER_GROUP}
     {{
       Properties = NormalUser, ProductionManagement
+    }}
+    {PRODUCTION_GROUP}
+    {{
+      Users = {USER_NAME}
+      Properties = NormalUser, ProductionManagement
+      VO = {VO}
     }}
   }}
 }}

@@ -5,11 +5,20 @@ certificates and a user proxy, the Rucio server (private PostgreSQL) with one RS
 ``dirac.cfg``, the DISET services, the resource status entries, the optimizers (one ``dirac-executor``), the agents
 and a JobAgent loop on a Pool computing element. Every process is recorded in the state file as soon as it is
 started, so ``down`` stops exactly those, also after a failed ``up``.
+
+State is kept across ``down``/``up``: MariaDB's datadir, Rucio's PostgreSQL database, the RSE directories, the
+certificates and proxies stay in the directory; ``up`` prefers the ports used last time and rewrites every file
+that records a port (``dirac.cfg``, ``rucio.cfg``, Rucio's server configuration) for the ports it actually gets.
+``reset`` (or ``up --fresh``) stops the sandbox and removes all of it, Rucio and DIRAC side at once. Every DIRAC
+process is started through :mod:`KM3DIRAC.sandbox.loopback`, so that DISET's listeners bind loopback only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,7 +31,9 @@ from KM3DIRAC.sandbox.certificates import SandboxCertificates, make_certificates
 from KM3DIRAC.sandbox.dirac_components import (
     AGENTS,
     EXECUTORS,
+    PRODUCTION_GROUP,
     SERVICES,
+    USER_GROUP,
     USER_NAME,
     DiracService,
     SandboxLayout,
@@ -31,15 +42,17 @@ from KM3DIRAC.sandbox.dirac_components import (
     start_waves,
 )
 from KM3DIRAC.sandbox.dirac_config import LocalDiracConfig, LocalStorage, RucioCatalogSettings
+from KM3DIRAC.sandbox.loopback import loopback_command
 from KM3DIRAC.sandbox.mariadb import MariaDBPaths, create_dirac_databases, start_mariadb
-from KM3DIRAC.sandbox.postgres import PostgresInstance
-from KM3DIRAC.sandbox.processes import LOOPBACK, ServiceStartError, free_port, log_tail, start_process, wait_until
+from KM3DIRAC.sandbox.postgres import PostgresInstance, reachable_by_postgres_user
+from KM3DIRAC.sandbox.processes import LOOPBACK, ServiceStartError, log_tail, reserve_port, start_process, wait_until
 from KM3DIRAC.sandbox.rucio_server import (
     ROOT_ACCOUNT,
     ROOT_PASSWORD,
     ROOT_USERNAME,
     SOURCE_ROOT,
     client_config_text,
+    serve_again,
     start_rucio_server,
 )
 from KM3DIRAC.sandbox.state import ComponentRecord, SandboxState, is_alive, is_healthy, record_process, stop_component
@@ -54,6 +67,38 @@ AS_HOST = "/DIRAC/Security/UseServerCertificate=yes"
 # clients at one CA bundle instead of its CA directory (CERTIFICATE_VERIFY_FAILED)
 ENVIRONMENT_VARIABLES_BREAKING_DIRAC = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "X509_USER_PROXY", "X509_CERT_DIR",
                                         "DIRACSYSCONFIG", "RUCIO_CONFIG")
+#: dropped from the environment of the sandbox's users (``env`` prints ``unset`` for them)
+VARIABLES_TO_UNSET = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+#: set for the user's environment; KM3DIRAC_SANDBOX names the sandbox (the prompt of ``shell`` shows it)
+SANDBOX_VARIABLE = "KM3DIRAC_SANDBOX"
+IDENTITY_VARIABLE = "KM3DIRAC_SANDBOX_IDENTITY"
+LAST_PORTS_FILE = "last-ports.json"
+POSTGRES_LOCATION_FILE = "postgres-location"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the user is in the sandbox: a DIRAC user in a group, with a proxy of that group."""
+
+    name: str
+    user: str
+    group: str
+    proxy_file: str
+    what: str
+
+
+IDENTITIES = (
+    Identity("user", USER_NAME, USER_GROUP, "user-proxy.pem", "the sandbox's user"),
+    Identity("prodmanager", USER_NAME, PRODUCTION_GROUP, "prodmanager-proxy.pem",
+             "the same person as production manager (ProductionManagement)"),
+)
+
+
+def identity(name: str) -> Identity:
+    for candidate in IDENTITIES:
+        if candidate.name == name:
+            return candidate
+    raise SandboxError(f"no identity {name!r} in the sandbox: choose one of {', '.join(i.name for i in IDENTITIES)}")
 
 
 class SandboxError(RuntimeError):
@@ -80,6 +125,13 @@ class SandboxPaths:
     def tmp_dir(self) -> Path:
         return self.root / "tmp"
 
+    @property
+    def rucio_dir(self) -> Path:
+        return self.root / "rucio"
+
+    def proxy(self, name: str = "user") -> Path:
+        return self.certificates.directory / identity(name).proxy_file
+
     def storage_dir(self, rse: str) -> Path:
         return self.root / "storage" / rse
 
@@ -87,20 +139,42 @@ class SandboxPaths:
         return self.layout.logs_dir / f"{name.replace('/', '-')}.log"
 
 
-def user_environment(paths: SandboxPaths) -> dict[str, str]:
+def sandbox_variables(paths: SandboxPaths, as_identity: str = "user") -> dict[str, str]:
+    """What a user's environment needs to talk to the sandbox: DIRAC (configuration, proxy, CA directory), Rucio
+    (its client configuration and a private TMPDIR for its token files) and the project's commands on PATH."""
+    chosen = identity(as_identity)
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "/usr/bin:/bin")
+    return {
+        "DIRACSYSCONFIG": str(paths.layout.dirac_cfg),
+        "X509_CERT_DIR": str(paths.certificates.ca_dir),
+        "X509_USER_PROXY": str(paths.proxy(chosen.name)),
+        "RUCIO_CONFIG": str(paths.rucio_client_cfg),
+        "TMPDIR": str(paths.tmp_dir),
+        "PATH": path if path.split(os.pathsep)[0] == bin_dir else os.pathsep.join([bin_dir, path]),
+        SANDBOX_VARIABLE: str(paths.root),
+        IDENTITY_VARIABLE: f"{chosen.user}/{chosen.group}",
+    }
+
+
+def user_environment(paths: SandboxPaths, as_identity: str = "user") -> dict[str, str]:
     """The environment in which DIRAC's commands (``dirac-wms-job-submit`` ...) talk to the sandbox as its user."""
     env = {key: value for key, value in os.environ.items() if key not in ENVIRONMENT_VARIABLES_BREAKING_DIRAC}
-    env["DIRACSYSCONFIG"] = str(paths.layout.dirac_cfg)
-    env["X509_CERT_DIR"] = str(paths.certificates.ca_dir)
-    env["X509_USER_PROXY"] = str(paths.certificates.user_proxy)
-    env["RUCIO_CONFIG"] = str(paths.rucio_client_cfg)
-    env["TMPDIR"] = str(paths.tmp_dir)
+    env.update(sandbox_variables(paths, as_identity))
     return env
+
+
+def environment_script(paths: SandboxPaths, as_identity: str = "user") -> str:
+    """Shell lines for ``eval "$(dirac-km3-sandbox env)"``."""
+    lines = [f"unset {' '.join(VARIABLES_TO_UNSET)}"]
+    lines += [f"export {key}={shlex.quote(value)}" for key, value in sandbox_variables(paths, as_identity).items()]
+    return "\n".join(lines)
 
 
 def _server_environment(paths: SandboxPaths) -> dict[str, str]:
     env = user_environment(paths)
-    del env["X509_USER_PROXY"]
+    for variable in ("X509_USER_PROXY", SANDBOX_VARIABLE, IDENTITY_VARIABLE):
+        del env[variable]
     return env
 
 
@@ -116,7 +190,9 @@ class Sandbox:
         self.state = SandboxState.load(self.paths.root) or SandboxState(str(self.paths.root))
 
     # -- up ---------------------------------------------------------------------------------------------------
-    def up(self, with_catalog: bool = True) -> str:
+    def up(self, with_catalog: bool = True, fresh: bool = False) -> str:
+        if fresh:
+            self.reset()
         if self.state.components:
             crashed = [record.name for record in self.state.components if not is_healthy(record)]
             if not crashed and self.state.ready:
@@ -137,22 +213,53 @@ class Sandbox:
         self.state.save()
         return f"sandbox up in {self.paths.root}"
 
+    def _last_ports(self) -> dict[str, int]:
+        try:
+            return json.loads((self.paths.root / LAST_PORTS_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _reserve_port(self, name: str) -> int:
+        """A port for ``name``: the one it had last time when still free, else another free one."""
+        port = reserve_port(self._last_ports().get(name), owner=f"{self.paths.root} {name}")
+        self._record_port(name, port)
+        return port
+
+    def _record_port(self, name: str, port: int) -> None:
+        ports = self._last_ports()
+        ports[name] = port
+        (self.paths.root / LAST_PORTS_FILE).write_text(json.dumps(ports, indent=2, sort_keys=True))
+
+    def postgres_dir(self) -> Path:
+        """Where Rucio's PostgreSQL keeps its data: in the sandbox when the ``postgres`` user (which runs it when
+        we are root) can reach it, else in /tmp under a name derived from the sandbox's path; chosen once."""
+        location_file = self.paths.rucio_dir / POSTGRES_LOCATION_FILE
+        if location_file.exists():
+            return Path(location_file.read_text().strip())
+        inside = self.paths.rucio_dir / "postgres"
+        if os.geteuid() == 0 and not reachable_by_postgres_user(self.paths.root):
+            digest = hashlib.sha256(str(self.paths.root).encode()).hexdigest()[:16]
+            inside = Path("/tmp") / f"km3dirac-sandbox-pg-{digest}"
+        self.paths.rucio_dir.mkdir(parents=True, exist_ok=True)
+        location_file.write_text(f"{inside}\n")
+        return inside
+
     def _start_everything(self, with_catalog: bool) -> None:
         mariadb_port = self._start_mariadb()
         certificates = make_certificates(self.paths.certificates.directory, USER_NAME)
         rucio_url = self._start_rucio()
-        ports = {service.full_name: free_port() for service in SERVICES}
+        ports = {service.full_name: self._reserve_port(service.full_name) for service in SERVICES}
         self._write_dirac_cfg(ports, mariadb_port, rucio_url, with_catalog)
         self._make_user_proxy(certificates)
         self._start_services(ports)
         self._run_step("set-resource-status")
         self._run_step("upload-user-proxy", as_user=True)
         self._start_process("WorkloadManagement/Optimizers", "executor",
-                            [_bin("dirac-executor"), *(f"WorkloadManagement/{name}" for name in EXECUTORS),
-                             "-o", AS_HOST])
+                            loopback_command([_bin("dirac-executor"),
+                                              *(f"WorkloadManagement/{name}" for name in EXECUTORS), "-o", AS_HOST]))
         for agent in AGENTS:
             self._start_process(agent.full_name, "agent",
-                                [_bin("dirac-agent"), agent.full_name, "-o", AS_HOST])
+                                loopback_command([_bin("dirac-agent"), agent.full_name, "-o", AS_HOST]))
         self._start_job_agent_loop()
         time.sleep(1)
         crashed = [record for record in self.state.components if not is_alive(record)]
@@ -164,7 +271,7 @@ class Sandbox:
         self.state.save()
 
     def _start_mariadb(self) -> int:
-        port = free_port()
+        port = self._reserve_port("MariaDB")
         base_dir = self.paths.root / "mariadb"
         process = start_mariadb(base_dir, port)
         self._add(record_process("MariaDB", "database", process.pid, MariaDBPaths(base_dir).log_file, port))
@@ -172,15 +279,20 @@ class Sandbox:
         return port
 
     def _start_rucio(self) -> str:
-        server = start_rucio_server(self.paths.root / "rucio")
+        last = self._last_ports()
+        server = start_rucio_server(self.paths.rucio_dir, port=last.get("Rucio server"),
+                                    postgres_dir=self.postgres_dir(), postgres_port=last.get("PostgreSQL"))
         postgres = server.postgres
         self.state.postgres = {"base_dir": str(postgres.base_dir), "port": postgres.port,
-                               "bin_dir": str(postgres.bin_dir), "run_as_postgres_user": postgres.run_as_postgres_user}
+                               "bin_dir": str(postgres.bin_dir), "run_as_postgres_user": postgres.run_as_postgres_user,
+                               "persistent": postgres.persistent}
+        self.state.save()
+        self._record_port("PostgreSQL", postgres.port)
+        self._record_port("Rucio server", server.port)
         self._add(record_process("Rucio server", "rucio", server.process.pid, server.log_file, server.port))
         self.paths.rucio_client_cfg.parent.mkdir(parents=True, exist_ok=True)
         self.paths.rucio_client_cfg.write_text(client_config_text(server.url))
-        # Rucio's database is new at every `up`: files left in the RSE directories would be unknown to it
-        shutil.rmtree(self.paths.root / "storage", ignore_errors=True)
+        # idempotent: RSEs, protocols (no port: file scheme on local directories), distances, limits
         self._run_step("make-rses")
         return server.url
 
@@ -195,8 +307,9 @@ class Sandbox:
 
     def _make_user_proxy(self, certificates: SandboxCertificates) -> None:
         self._run_step("make-user-proxy")
-        if not certificates.user_proxy.exists():
-            raise ServiceStartError(f"user proxy: {certificates.user_proxy} was not written")
+        for chosen in IDENTITIES:
+            if not self.paths.proxy(chosen.name).exists():
+                raise ServiceStartError(f"proxy of {chosen.name}: {self.paths.proxy(chosen.name)} was not written")
 
     def _run_step(self, step: str, as_user: bool = False) -> None:
         """Run a set-up step of :mod:`KM3DIRAC.sandbox.setup_steps` in a DIRAC process of its own."""
@@ -223,7 +336,7 @@ class Sandbox:
     def _start_service_wave(self, services: list[DiracService], ports: dict[str, int]) -> None:
         records = [
             self._start_process(service.full_name, "service",
-                                [_bin("dirac-service"), service.full_name, "-o", AS_HOST],
+                                loopback_command([_bin("dirac-service"), service.full_name, "-o", AS_HOST]),
                                 port=ports[service.full_name])
             for service in services
         ]
@@ -241,6 +354,53 @@ class Sandbox:
         self._start_process("WorkloadManagement/JobAgent", "pilot",
                             [sys.executable, "-m", "KM3DIRAC.sandbox.pilot_loop", str(self.paths.root / "pilot")],
                             env=env, cwd=self.paths.root)
+
+    # -- Rucio outages (fault trials) ------------------------------------------------------------------------
+    def stop_rucio_server(self) -> None:
+        """Stop Rucio's HTTP server only (its database keeps running): Rucio is down for every client."""
+        record = self._component("Rucio server")
+        stop_component(record)
+
+    def start_rucio_server(self) -> None:
+        """Serve Rucio again on the port it had (after :meth:`stop_rucio_server`)."""
+        record = self._component("Rucio server")
+        if is_alive(record):
+            return
+        process = serve_again(self.paths.rucio_dir, record.port)
+        self.state.components[self.state.components.index(record)] = record_process(
+            record.name, record.kind, process.pid, Path(record.log), record.port)
+        self.state.save()
+
+    def _component(self, name: str) -> ComponentRecord:
+        for record in self.state.components:
+            if record.name == name:
+                return record
+        raise SandboxError(f"sandbox in {self.paths.root} has no running component {name!r}")
+
+    def process_ids(self) -> list[int]:
+        """Every live process of the sandbox: the members of each recorded process group and PostgreSQL's."""
+        groups = {record.pid for record in self.state.components if is_alive(record)}
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if int(stat.read_text().rsplit(")", 1)[1].split()[2]) in groups:
+                    pids.append(int(stat.parent.name))
+            except (OSError, IndexError, ValueError):
+                continue
+        if self.state.postgres:
+            postmaster = Path(self.state.postgres["base_dir"]) / "data" / "postmaster.pid"
+            try:
+                leader = int(postmaster.read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                leader = 0
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    fields = stat.read_text().rsplit(")", 1)[1].split()
+                except (OSError, IndexError):
+                    continue
+                if leader and (int(stat.parent.name) == leader or int(fields[1]) == leader):
+                    pids.append(int(stat.parent.name))
+        return sorted(set(pids))
 
     # -- status -----------------------------------------------------------------------------------------------
     def status(self) -> tuple[bool, str]:
@@ -265,6 +425,9 @@ class Sandbox:
         lines.append(f"configuration: DIRACSYSCONFIG={self.paths.layout.dirac_cfg}")
         lines.append(f"user proxy:    X509_USER_PROXY={self.paths.certificates.user_proxy}")
         lines.append(f"CA directory:  X509_CERT_DIR={self.paths.certificates.ca_dir}")
+        lines.append(f"Rucio client:  RUCIO_CONFIG={self.paths.rucio_client_cfg}")
+        lines.append(f"enter it:      {enter_command(self.paths.root)}")
+        lines.append(f"           or: {enter_command(self.paths.root, 'shell')}")
         return healthy, "\n".join(lines)
 
     # -- down -------------------------------------------------------------------------------------------------
@@ -277,14 +440,50 @@ class Sandbox:
         if self.state.postgres:
             postgres = self.state.postgres
             PostgresInstance(Path(postgres["base_dir"]), postgres["port"], Path(postgres["bin_dir"]),
-                             postgres["run_as_postgres_user"]).stop()
+                             postgres["run_as_postgres_user"], persistent=postgres.get("persistent", False)).stop()
         left = [record.name for record in self.state.components if is_alive(record)]
         if left:
             raise SandboxError(f"could not stop: {', '.join(left)}")
         stopped = len(self.state.components)
         self.state = SandboxState(str(self.paths.root))
         SandboxState.path(self.paths.root).unlink(missing_ok=True)
-        return f"sandbox in {self.paths.root} stopped ({stopped} processes)"
+        return f"sandbox in {self.paths.root} stopped ({stopped} processes); its state is kept for the next `up`"
+
+    # -- reset ------------------------------------------------------------------------------------------------
+    def reset(self) -> str:
+        """Stop the sandbox and remove everything it holds (DIRAC's databases, Rucio's database and storage,
+        certificates, proxies, logs): the next ``up`` starts empty."""
+        self.down()
+        if not self.paths.root.exists():
+            return f"sandbox in {self.paths.root} is empty"
+        location_file = self.paths.rucio_dir / POSTGRES_LOCATION_FILE
+        if location_file.exists():
+            shutil.rmtree(location_file.read_text().strip(), ignore_errors=True)
+        for entry in self.paths.root.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        self.state = SandboxState(str(self.paths.root))
+        return f"sandbox in {self.paths.root} reset: stopped and emptied"
+
+
+def enter_command(root: Path, how: str = "env", as_identity: str = "user") -> str:
+    """The one line that puts a user's shell into the sandbox at ``root`` (``how``: ``env`` or ``shell``), or another
+    ``dirac-km3-sandbox`` command for it (``how``: ``up``, ``status`` ...)."""
+    command = str(Path(sys.executable).parent / "dirac-km3-sandbox")
+    with_dir = "" if root.resolve() == DEFAULT_DIRECTORY.resolve() else f" --dir {shlex.quote(_relative(str(root)))}"
+    with_identity = "" if as_identity == "user" or how not in ("env", "shell") else f" --as {as_identity}"
+    line = f"{_relative(command)} {how}{with_dir}{with_identity}"
+    return f'eval "$({line})"' if how == "env" else line
+
+
+def _relative(path: str) -> str:
+    """``path`` relative to the current directory when it is below it (``.venv/bin/...`` from the source tree)."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 class _PidProcess:

@@ -13,12 +13,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from KM3DIRAC.sandbox.processes import LOOPBACK, ServiceStartError, free_port, log_tail
+from KM3DIRAC.sandbox.processes import LOOPBACK, ServiceStartError, log_tail, reserve_port
 
 POSTGRES_BIN_CANDIDATES = (Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin"))
 SUPERUSER = "postgres"
 # Durability is not wanted for throw-away test data; these settings make schema creation several times faster.
 FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=200")
+DURABLE_SETTINGS = ("synchronous_commit=off", "max_connections=200")
 
 
 def postgres_bin_dir() -> Path:
@@ -33,13 +34,15 @@ def postgres_bin_dir() -> Path:
 
 @dataclass
 class PostgresInstance:
-    """A running private PostgreSQL server; :meth:`stop` removes it and its directory."""
+    """A running private PostgreSQL server; :meth:`stop` removes it and its directory (unless ``persistent``)."""
 
     base_dir: Path
     port: int
     bin_dir: Path
     run_as_postgres_user: bool
     databases: list[str] = field(default_factory=list)
+    #: the data directory outlives :meth:`stop` (the local sandbox keeps Rucio's database across down/up)
+    persistent: bool = False
 
     @property
     def data_dir(self) -> Path:
@@ -75,30 +78,54 @@ class PostgresInstance:
             command = ["runuser", "-u", "postgres", "--", *command]
         return subprocess.run(command, capture_output=True, check=False).returncode == 0
 
+    def has_data(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
     def stop(self) -> None:
         if self.data_dir.exists() and self.is_running():
-            self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(self.base_dir, ignore_errors=True)
+            # a kept database is shut down cleanly (no recovery at the next start); a throw-away one at once
+            mode = "fast" if self.persistent else "immediate"
+            self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+        if not self.persistent:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
-def start_postgres(parent_dir: Path | None = None) -> PostgresInstance:
-    """initdb + start a PostgreSQL server on a free loopback port; trust authentication for local connections."""
+def reachable_by_postgres_user(directory: Path) -> bool:
+    """Whether the ``postgres`` system user can reach ``directory`` (every parent searchable by others)."""
+    return all(parent.stat().st_mode & 0o001 for parent in [directory, *directory.parents] if parent.exists())
+
+
+def start_postgres(parent_dir: Path | None = None, base_dir: Path | None = None,
+                   preferred_port: int | None = None) -> PostgresInstance:
+    """Start a PostgreSQL server on a free loopback port; trust authentication for local connections.
+
+    Without ``base_dir``: initdb in a new directory below ``parent_dir`` (default /tmp), removed by ``stop``. With
+    ``base_dir``: a persistent instance there, initialised the first time and started on its data afterwards.
+    """
     bin_dir = postgres_bin_dir()
     run_as_postgres_user = os.geteuid() == 0
-    # Not below a 0700 root-owned directory (pytest's tmp_path): the postgres user must be able to reach it.
-    base_dir = Path(tempfile.mkdtemp(prefix="km3dirac-pg-", dir=str(parent_dir) if parent_dir else "/tmp"))
+    persistent = base_dir is not None
+    if base_dir is None:
+        # Not below a 0700 root-owned directory (pytest's tmp_path): the postgres user must be able to reach it.
+        base_dir = Path(tempfile.mkdtemp(prefix="km3dirac-pg-", dir=str(parent_dir) if parent_dir else "/tmp"))
+    base_dir.mkdir(parents=True, exist_ok=True)
     base_dir.chmod(0o755)
     if run_as_postgres_user:
         shutil.chown(base_dir, user="postgres", group="postgres")
-    instance = PostgresInstance(base_dir, free_port(), bin_dir, run_as_postgres_user)
+    instance = PostgresInstance(base_dir, reserve_port(preferred_port, owner=str(base_dir)), bin_dir,
+                                run_as_postgres_user, persistent=persistent)
     socket_dir = base_dir / "socket"
     try:
-        instance._run(str(bin_dir / "initdb"), "-D", str(instance.data_dir), "-U", SUPERUSER, "--auth=trust",
-                      "--encoding=UTF8", "--no-sync")
+        if not instance.has_data():
+            instance._run(str(bin_dir / "initdb"), "-D", str(instance.data_dir), "-U", SUPERUSER, "--auth=trust",
+                          "--encoding=UTF8", "--no-sync")
         instance._run("mkdir", "-p", str(socket_dir))
+        # a kept instance keeps fsync and full page writes (its data must survive a crash of this machine); only
+        # the last commits before a crash may be lost (synchronous_commit off)
+        settings = DURABLE_SETTINGS if persistent else FAST_SETTINGS
         options = " ".join(
             [f"-c listen_addresses={LOOPBACK}", f"-p {instance.port}", f"-k {socket_dir}"]
-            + [f"-c {setting}" for setting in FAST_SETTINGS]
+            + [f"-c {setting}" for setting in settings]
         )
         instance._run(str(bin_dir / "pg_ctl"), "-D", str(instance.data_dir), "-o", options,
                       "-l", str(instance.log_file), "-w", "-t", "60", "start")

@@ -21,8 +21,8 @@ from KM3DIRAC.sandbox.postgres import PostgresInstance, start_postgres
 from KM3DIRAC.sandbox.processes import (
     LOOPBACK,
     ServiceStartError,
-    free_port,
     http_get_ok,
+    reserve_port,
     start_process,
     stop_process_group,
     wait_until,
@@ -185,18 +185,42 @@ def _start_gunicorn(venv: Path, port: int, config_file: Path, log_file: Path,
     return start_process(command, log_file=log_file, env=_server_env(config_file), cwd=config_file.parent)
 
 
+def serve_again(work_dir: Path, port: int) -> subprocess.Popen:
+    """Start gunicorn again for the server whose files are in ``work_dir`` (its database still running), on
+    ``port``; return once it answers."""
+    config_file = work_dir / "rucio-server.cfg"
+    log_file = work_dir / "rucio-server.log"
+    process = _start_gunicorn(server_venv(), port, config_file, log_file)
+    wait_until(lambda: http_get_ok(f"http://{LOOPBACK}:{port}/ping"), what="Rucio server", timeout=60,
+               log_file=log_file, process=process)
+    return process
+
+
 def _wait_ready(server: RucioServer) -> None:
     wait_until(lambda: http_get_ok(f"{server.url}/ping"), what="Rucio server", timeout=60,
                log_file=server.log_file, process=server.process)
 
 
-def start_rucio_server(work_dir: Path, port: int | None = None, access_log: Path | None = None) -> RucioServer:
-    """Start PostgreSQL, build Rucio's schema with a root account, and serve Rucio on ``port`` (default: a free one)."""
+BOOTSTRAPPED_MARKER = "database-bootstrapped"
+
+
+def start_rucio_server(work_dir: Path, port: int | None = None, access_log: Path | None = None,
+                       postgres_dir: Path | None = None, postgres_port: int | None = None) -> RucioServer:
+    """Start PostgreSQL, build Rucio's schema with a root account, and serve Rucio on ``port`` (default: a free one).
+
+    With ``postgres_dir`` the database is kept there: the first start builds it, later starts serve what it holds
+    (``port`` and ``postgres_port`` are then preferred ports; the configuration files are rewritten for the ports
+    actually taken).
+    """
     venv = server_venv()
     work_dir.mkdir(parents=True, exist_ok=True)
-    postgres = start_postgres()
+    marker = work_dir / BOOTSTRAPPED_MARKER
+    if postgres_dir is not None and not marker.exists():
+        shutil.rmtree(postgres_dir, ignore_errors=True)  # a first start that did not finish: begin again
+    postgres = start_postgres(base_dir=postgres_dir, preferred_port=postgres_port)
     try:
-        dsn = postgres.create_database("rucio")
+        bootstrapped = postgres_dir is not None and marker.exists()
+        dsn = postgres.dsn("rucio") if bootstrapped else postgres.create_database("rucio")
         alembic_ini = work_dir / "alembic.ini"
         alembic_ini.write_text(
             f"[alembic]\nscript_location = {_site_packages(venv) / 'rucio/db/sqla/migrate_repo'}\n"
@@ -204,13 +228,16 @@ def start_rucio_server(work_dir: Path, port: int | None = None, access_log: Path
         )
         config_file = work_dir / "rucio-server.cfg"
         config_file.write_text(server_config_text(dsn, alembic_ini))
-        bootstrap = subprocess.run(
-            [str(venv / "bin" / "python"), "-c", BOOTSTRAP_SCRIPT], env=_server_env(config_file),
-            capture_output=True, text=True, check=False, cwd=work_dir,
-        )
-        if bootstrap.returncode != 0:
-            raise ServiceStartError(f"Rucio schema bootstrap failed:\n{bootstrap.stderr[-3000:]}")
-        port = port or free_port()
+        if not bootstrapped:
+            bootstrap = subprocess.run(
+                [str(venv / "bin" / "python"), "-c", BOOTSTRAP_SCRIPT], env=_server_env(config_file),
+                capture_output=True, text=True, check=False, cwd=work_dir,
+            )
+            if bootstrap.returncode != 0:
+                raise ServiceStartError(f"Rucio schema bootstrap failed:\n{bootstrap.stderr[-3000:]}")
+            if postgres_dir is not None:
+                marker.write_text(f"Rucio's database in {postgres_dir}\n")
+        port = port if port and postgres_dir is None else reserve_port(port, owner=str(work_dir))
         log_file = work_dir / "rucio-server.log"
         process = _start_gunicorn(venv, port, config_file, log_file, access_log)
         server = RucioServer(work_dir, port, postgres, process, config_file, venv)

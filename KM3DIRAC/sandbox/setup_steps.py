@@ -25,13 +25,13 @@ def make_user_proxy(root: Path) -> None:
     from DIRAC.Core.Base.Script import Script
 
     Script.parseCommandLine(ignoreErrors=True)
-    from KM3DIRAC.sandbox.dirac_components import USER_GROUP
-    from KM3DIRAC.sandbox.local_sandbox import PROXY_LIFETIME_SECONDS, SandboxPaths
+    from KM3DIRAC.sandbox.local_sandbox import IDENTITIES, PROXY_LIFETIME_SECONDS, SandboxPaths
 
-    certificates = SandboxPaths(root).certificates
-    _ok(_user_chain(root).generateProxyToFile(str(certificates.user_proxy), PROXY_LIFETIME_SECONDS,
-                                              diracGroup=USER_GROUP),
-        "write the user proxy")
+    paths = SandboxPaths(root)
+    for identity in IDENTITIES:  # one proxy per identity (DIRAC group) the sandbox offers
+        _ok(_user_chain(root).generateProxyToFile(str(paths.proxy(identity.name)), PROXY_LIFETIME_SECONDS,
+                                                  diracGroup=identity.group),
+            f"write the proxy of {identity.name} ({identity.group})")
 
 
 def upload_user_proxy(root: Path) -> None:

@@ -16,6 +16,8 @@ from DIRAC.RequestManagementSystem.private.OperationHandlerBase import Operation
 
 from KM3DIRAC.core.job_outputs import RegistrationPending, register_outputs
 
+OUTPUT_DIDS_PARAMETER = "KM3OutputDIDs"
+
 
 class KM3RegisterOutputs(OperationHandlerBase):
     def __init__(self, operation=None, csPath=None):
@@ -48,4 +50,22 @@ class KM3RegisterOutputs(OperationHandlerBase):
         for op_file in waiting:
             if op_file.LFN in registered:
                 op_file.Status = "Done"
+        self._publish_output_dids(registered)
         return S_OK()
+
+    def _publish_output_dids(self, registered: set[str]) -> None:
+        """Add the LFNs registered now to the job's parameter KM3OutputDIDs (the job set those it registered
+        itself); a failure here is logged only: the files are registered and carry their JobID."""
+        job_id = int(getattr(self.request, "JobID", 0) or 0)
+        if not job_id or not registered:
+            return
+        from DIRAC.WorkloadManagementSystem.Client.JobMonitoringClient import JobMonitoringClient
+        from DIRAC.WorkloadManagementSystem.Client.JobStateUpdateClient import JobStateUpdateClient
+
+        known = JobMonitoringClient().getJobParameter(job_id, OUTPUT_DIDS_PARAMETER)
+        earlier = known["Value"].get(OUTPUT_DIDS_PARAMETER, "") if known["OK"] else ""
+        lfns = sorted({lfn for lfn in earlier.split(",") if lfn} | registered)
+        result = JobStateUpdateClient().setJobParameter(job_id, OUTPUT_DIDS_PARAMETER, ",".join(lfns))
+        if not result["OK"]:
+            self.log.warn(f"could not set the job parameter {OUTPUT_DIDS_PARAMETER} of job {job_id}",
+                          result["Message"])
