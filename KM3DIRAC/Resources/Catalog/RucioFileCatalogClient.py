@@ -16,10 +16,12 @@ from DIRAC import S_ERROR, S_OK, gLogger
 from DIRAC.Resources.Catalog.FileCatalogClientBase import FileCatalogClientBase
 
 from KM3DIRAC import VO
+from KM3DIRAC.core.access import account_rights, write_refusals
 from KM3DIRAC.core.catalog import Bulk, RucioCatalog
 from KM3DIRAC.core.errors import KM3DiracError
 from KM3DIRAC.core.lfn import LFNMapper
-from KM3DIRAC.Resources.Catalog.RucioSettings import client_settings, metadata_schema, rucio_client
+from KM3DIRAC.core.rucio_settings import identity_mode, name_map
+from KM3DIRAC.Resources.Catalog.RucioSettings import client_settings, metadata_schema, rucio_client, settings_for_call
 
 log = gLogger.getSubLogger("RucioFileCatalog")
 
@@ -108,8 +110,13 @@ class RucioFileCatalogClient(FileCatalogClientBase):
         super().__init__(url=url)
         self.options = options
         self.vo = options.get("VO") or VO
-        self._catalog: RucioCatalog | None = None
-        self._settings = client_settings(options)  # configuration errors surface at construction
+        self._catalogs: dict[int, RucioCatalog] = {}
+        # configuration errors surface at construction
+        self._identity = identity_mode(options)
+        if self._identity == "service":
+            self._settings = client_settings(options)
+        else:
+            name_map(options, "GroupAccounts"), name_map(options, "UserAccounts")
         self.replica_urls = self._replica_urls_wanted(options)
 
     def _replica_urls_wanted(self, options) -> bool:
@@ -124,10 +131,46 @@ class RucioFileCatalogClient(FileCatalogClientBase):
 
     @property
     def catalog(self) -> RucioCatalog:
-        if self._catalog is None:
+        """The catalog core for this call: the service account's client, or (``Identity = caller``) the client of
+        the Rucio account of the proxy in use now (an agent may switch proxies between calls)."""
+        if self._identity == "service":
             client = rucio_client(self._settings)
-            self._catalog = RucioCatalog(client, LFNMapper(self.vo), schema=metadata_schema(self.options))
-        return self._catalog
+        else:
+            client = rucio_client(*settings_for_call(self.options))
+        catalog = self._catalogs.get(id(client))
+        if catalog is None or catalog.client is not client:
+            if len(self._catalogs) > 8:
+                self._catalogs.clear()
+            catalog = RucioCatalog(client, LFNMapper(self.vo), schema=metadata_schema(self.options))
+            self._catalogs[id(client)] = catalog
+        return catalog
+
+    def hasAccess(self, paths, opType, **kwargs):
+        """DIRAC's ``hasAccess``: reads are allowed; a writing ``opType`` is allowed only in scopes the Rucio account
+        in use owns (or for an admin). DataManager asks this before it puts bytes on storage, so a refusal here keeps
+        another user's files intact; Rucio's permission policy refuses the same writes on the server in any case.
+        Refusals are logged as warnings too: DataManager reports only "Write access not permitted"."""
+        if opType not in self.WRITE_METHODS and opType not in ("putAndRegister", "replicateAndRegister"):
+            return super().hasAccess(paths, opType)
+        result = lfn_method(lambda self, items: self._write_access(items, opType))(self, paths)
+        if result["OK"]:
+            for reason in result["Value"]["Failed"].values():
+                log.warn(f"{opType} refused", str(reason))
+        return result
+
+    def _write_access(self, lfns, operation) -> Bulk:
+        result = Bulk()
+        catalog = self.catalog
+        dids = {}
+        for lfn in lfns:
+            try:
+                dids[lfn] = catalog.mapper.to_did(lfn)
+            except KM3DiracError as error:
+                result.failed[lfn] = str(error)
+        refused = write_refusals(account_rights(catalog.client), dids, operation) if dids else {}
+        result.failed.update(refused)
+        result.successful.update({lfn: True for lfn in dids if lfn not in refused})
+        return result
 
     def isOK(self, timeout=120):
         try:
