@@ -31,7 +31,6 @@ OTHER_SE = "KM3-DISK-2"
 PRODUCTION_ACCOUNT = "km3prod"
 PRODUCTION_GROUP = "km3net_prod"
 USER_GROUP = "km3net_user"
-BIN = Path(sys.executable).parent
 
 
 @dataclass(frozen=True)
@@ -97,8 +96,8 @@ Resources
 
 @pytest.fixture(scope="module")
 def world(dirac_cs, rucio_client, rucio_server, tmp_path_factory) -> World:
-    from diraccfg import CFG
     from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
+    from diraccfg import CFG
 
     from KM3DIRAC.sandbox.certificates import make_certificates, make_proxy, make_user_certificate, user_subject
 
@@ -131,7 +130,7 @@ def world(dirac_cs, rucio_client, rucio_server, tmp_path_factory) -> World:
     extra = _identity_cfg(people, pattern)
     gConfigurationData.mergeWithLocal(CFG().loadFromBuffer(extra))
     cfg_file = base / "dirac.cfg"
-    cfg_file.write_text(dirac_cs + "\n" + extra)
+    cfg_file.write_text(str(CFG().loadFromBuffer(dirac_cs).mergeWith(CFG().loadFromBuffer(extra))))
     cfg_file.chmod(0o600)
     yield World(people, production_scope, cfg_file, credentials_dir)
     # the rest of the session uses the service identity again
@@ -303,11 +302,24 @@ def test_production_scope_is_the_production_accounts(world, act_as, local_file, 
     assert _fc().exists(lfn)["Value"]["Successful"][lfn]
 
 
+# The harness has no ResourceStatus service: the command's own entry point runs with the StorageElements' status
+# answered in its process, as for the in-process tests (KM3DIRAC.sandbox.dirac_inprocess).
+COMMAND_LAUNCHER = """
+import importlib, sys
+from KM3DIRAC.sandbox.dirac_inprocess import answer_resource_status_in_process
+answer_resource_status_in_process(["KM3-DISK-1", "KM3-DISK-2"])
+command = sys.argv[1]
+sys.argv = [command, *sys.argv[2:]]
+sys.exit(importlib.import_module("DIRAC.DataManagementSystem.scripts." + command.replace("-", "_")).main())
+"""
+
+
 def _command(world, person: Person, *args: str) -> subprocess.CompletedProcess:
+    """A dirac-dms command as ``person`` (their proxy), configured from the CS alone (no rucio.cfg)."""
     env = {key: value for key, value in os.environ.items() if key not in ("RUCIO_CONFIG", "RUCIO_HOME")}
     env["X509_USER_PROXY"] = str(person.proxy)
-    return subprocess.run([str(BIN / args[0]), "--cfg", str(world.cfg_file), *args[1:]], capture_output=True,
-                          text=True, timeout=180, check=False, env=env)
+    return subprocess.run([sys.executable, "-c", COMMAND_LAUNCHER, args[0], "--cfg", str(world.cfg_file), *args[1:]],
+                          capture_output=True, text=True, timeout=180, check=False, env=env)
 
 
 def test_dirac_dms_commands_refuse_another_users_files(world, local_file, act_as):

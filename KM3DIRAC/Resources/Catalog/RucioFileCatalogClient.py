@@ -156,6 +156,8 @@ class RucioFileCatalogClient(FileCatalogClientBase):
         if result["OK"]:
             for reason in result["Value"]["Failed"].values():
                 log.warn(f"{opType} refused", str(reason))
+        else:  # DIRAC's FileCatalog replaces this message by "Failed to perform hasAccess from any catalog"
+            log.error("hasAccess failed", result["Message"])
         return result
 
     def _write_access(self, lfns, operation) -> Bulk:

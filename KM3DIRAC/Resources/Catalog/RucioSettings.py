@@ -84,13 +84,28 @@ def calling_identity() -> Caller | None:
         if not credentials["OK"]:
             raise ConfigurationError(f"the proxy {path}: {credentials['Message']}")
         info = credentials["Value"]
-        if not info.get("username"):
+        user = info.get("username") or _registered_user(info.get("DN") or "")
+        if not user:
             raise ConfigurationError(f"the proxy's DN {info.get('DN')} is not a registered DIRAC user")
         if len(_callers) > MAX_CLIENTS:
             _callers.clear()
-        _callers[key] = Caller(user=info["username"], group=info.get("group") or "", dn=info.get("DN") or "",
+        _callers[key] = Caller(user=user, group=info.get("group") or "", dn=info.get("DN") or "",
                                proxy=path)
     return _callers[key]
+
+
+def _registered_user(dn: str) -> str | None:
+    """The DIRAC user of ``dn`` asked afresh: DIRAC's Registry caches a lookup made before the CS was loaded (a
+    command's start-up) for five minutes, failure included; naming the users list gives another cache key."""
+    from DIRAC import gConfig
+    from DIRAC.ConfigurationSystem.Client.Helpers import Registry
+
+    users = gConfig.getSections("/Registry/Users")
+    if not dn or not users["OK"]:
+        return None
+    # positional: DIRAC 9.1.22's cache key names the argument userList, the function usersList (a keyword fails)
+    found = Registry.getUsernameForDN(dn, users["Value"])
+    return found["Value"] if found["OK"] else None
 
 
 def settings_for_call(options: dict[str, Any]) -> tuple[dict[str, Any], Caller | None]:
