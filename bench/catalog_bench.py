@@ -6,18 +6,34 @@ Same freshly started Rucio server (PostgreSQL), same run, side by side. Run with
 Workloads (issue "A Rucio FileCatalog plugin ..."): register N files; ``exists``, ``getFileMetadata``,
 ``getReplicas`` on N LFNs; ``findFilesByMetadata`` over M DIDs. DIRAC core's client costs about 50 s per 1000
 registrations, so it runs on ``--core-files`` LFNs and its numbers are compared per LFN.
+
+Scale (issue "The catalog: ... fast at a million files"): ``--sizes`` (default 10k, 100k, 1M files in
+``--datasets`` run datasets) are seeded by SQL straight into the benchmark's own PostgreSQL: one file, its
+replica and its attachment are registered through KM3DIRAC's ``addFile`` as a template, and their rows in Rucio's
+``dids``, ``contents`` and ``replicas`` tables are copied with new names (``INSERT ... SELECT ... generate_series``),
+then ``ANALYZE``. Registering 1M files through the REST API would take about an hour here; the reads measured
+afterwards go through the same server, tables and indexes as rows Rucio inserted itself. Measured at each size:
+``exists`` and the TransformationAgent's question, ``getReplicas`` without URLs, against raw rucio-clients calls
+(``get_metadata_bulk``; ``list_replicas``, the raw way to learn where each file is, on ``--raw-sample`` files of
+the same tables and compared per LFN; and the raw ``list_content`` + deep ``list_dataset_replicas`` calls KM3DIRAC
+makes). Peak memory: the rise of this process's resident memory during the call (sampled every 20 ms).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +58,7 @@ class Measurement:
     lfns: int
     seconds: float
     requests: int
+    peak_mb: float = 0.0
 
     @property
     def per_1000(self) -> float:
@@ -64,20 +81,62 @@ class RequestCounter:
             return 0
 
 
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakMemory:
+    """The rise of this process's resident memory while a call runs, sampled every 20 ms."""
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed memory back, for a clean starting level
+        except OSError:
+            pass
+        self.start = self.peak = _resident_bytes()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.02):
+            self.peak = max(self.peak, _resident_bytes())
+
+    def __exit__(self, *exc) -> None:
+        self.peak = max(self.peak, _resident_bytes())
+        self._done.set()
+        self._thread.join()
+
+    @property
+    def rise_mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
 def measure(counter: RequestCounter, workload: str, approach: str, lfns: int, action: Callable[[], object],
             check: Callable[[object], None], repeats: int = 1) -> Measurement:
-    """Median wall time of ``repeats`` runs (writes run once); requests counted on the last run."""
+    """Median wall time of ``repeats`` runs (writes run once); requests counted on the last run, memory: the
+    largest rise."""
     times = []
+    peak = 0.0
     for _ in range(repeats):
         time.sleep(0.2)  # let gunicorn flush its access log
         before = counter.count()
-        start = time.perf_counter()
-        outcome = action()
-        times.append(time.perf_counter() - start)
+        with PeakMemory() as memory:
+            start = time.perf_counter()
+            outcome = action()
+            times.append(time.perf_counter() - start)
+        peak = max(peak, memory.rise_mb)
         time.sleep(0.2)
         requests = counter.count() - before
         check(outcome)
-    return Measurement(workload, approach, lfns, statistics.median(times), requests)
+        del outcome
+    result = Measurement(workload, approach, lfns, statistics.median(times), requests, peak)
+    print(f"  {workload} {approach}: {lfns} LFNs in {result.seconds:.2f} s, {requests} requests, "
+          f"peak {peak:.0f} MB", flush=True)
+    return result
 
 
 def all_successful(expected: int) -> Callable[[dict], None]:
@@ -158,41 +217,151 @@ def _run_against(server: RucioServer, work_dir: Path, counter: RequestCounter,
         ours = FileCatalogFactory().createCatalog("RucioFileCatalog")["Value"]
         assert type(ours).__module__.startswith("KM3DIRAC"), type(ours)
         core = CoreCatalog(DiracScopeAlg="dirac")
-        sets = {
-            "KM3DIRAC": [f"/km3net/{SCOPE}/ours/run1/f{i:06d}.root" for i in range(args.files)],
-            "raw bulk": [f"/km3net/{SCOPE}/raw/run1/f{i:06d}.root" for i in range(args.files)],
-            "DIRAC core": [f"/km3net/{SCOPE}/core/run1/f{i:06d}.root" for i in range(args.core_files)],
-        }
-        entries = {name: file_entries(lfns) for name, lfns in sets.items()}
-        print(f"register: {args.files} files (KM3DIRAC, raw), {args.core_files} (DIRAC core)", flush=True)
-        results += [
-            measure(counter, "register", "KM3DIRAC", args.files, lambda: ours.addFile(entries["KM3DIRAC"]),
-                    all_successful(args.files)),
-            measure(counter, "register", "raw bulk", args.files,
-                    lambda: raw_register(client, sets["raw bulk"], entries["raw bulk"]), all_successful(args.files)),
-            measure(counter, "register", "DIRAC core", args.core_files, lambda: core.addFile(entries["DIRAC core"]),
-                    all_successful(args.core_files)),
-        ]
-        for workload, ours_call, core_call, raw_call in (
-            ("exists", ours.exists, core.exists,
-             lambda dids: client.get_metadata_bulk(dids, plugin="DID_COLUMN")),
-            ("getFileMetadata", ours.getFileMetadata, core.getFileMetadata,
-             lambda dids: client.get_metadata_bulk(dids, plugin="DID_COLUMN")),
-            ("getReplicas", ours.getReplicas, core.getReplicas,
-             lambda dids: client.list_replicas(dids, resolve_archives=False)),
-        ):
-            print(f"{workload}: {args.files} / {args.core_files} LFNs", flush=True)
-            results += [
-                measure(counter, workload, "KM3DIRAC", args.files, lambda c=ours_call: c(sets["KM3DIRAC"]),
-                        all_successful(args.files), args.repeats),
-                measure(counter, workload, "raw bulk", args.files,
-                        lambda c=raw_call: raw_bulk_read(c, sets["raw bulk"]), all_successful(args.files),
-                        args.repeats),
-                measure(counter, workload, "DIRAC core", args.core_files,
-                        lambda c=core_call: c(sets["DIRAC core"]), all_successful(args.core_files), args.repeats),
-            ]
-        results += _find_benchmark(client, ours, core, counter, args)
+        if args.files:
+            results += _rest_benchmark(client, ours, core, counter, args)
+        for size in args.sizes:
+            results += _scale_benchmark(server, client, ours, counter, size, args)
     return results
+
+
+def _rest_benchmark(client, ours, core, counter: RequestCounter, args: argparse.Namespace) -> list[Measurement]:
+    """Every workload on ``args.files`` files registered through the REST API, DIRAC core on ``args.core_files``."""
+    results: list[Measurement] = []
+    sets = {
+        "KM3DIRAC": [f"/km3net/{SCOPE}/ours/run1/f{i:06d}.root" for i in range(args.files)],
+        "raw bulk": [f"/km3net/{SCOPE}/raw/run1/f{i:06d}.root" for i in range(args.files)],
+        "DIRAC core": [f"/km3net/{SCOPE}/core/run1/f{i:06d}.root" for i in range(args.core_files)],
+    }
+    entries = {name: file_entries(lfns) for name, lfns in sets.items()}
+    print(f"register: {args.files} files (KM3DIRAC, raw), {args.core_files} (DIRAC core)", flush=True)
+    results += [
+        measure(counter, "register", "KM3DIRAC", args.files, lambda: ours.addFile(entries["KM3DIRAC"]),
+                all_successful(args.files)),
+        measure(counter, "register", "raw bulk", args.files,
+                lambda: raw_register(client, sets["raw bulk"], entries["raw bulk"]), all_successful(args.files)),
+        measure(counter, "register", "DIRAC core", args.core_files, lambda: core.addFile(entries["DIRAC core"]),
+                all_successful(args.core_files)),
+    ]
+    for workload, ours_call, core_call, raw_call in (
+        ("exists", ours.exists, core.exists,
+         lambda dids: client.get_metadata_bulk(dids, plugin="DID_COLUMN")),
+        ("getFileMetadata", ours.getFileMetadata, core.getFileMetadata,
+         lambda dids: client.get_metadata_bulk(dids, plugin="DID_COLUMN")),
+        ("getReplicas", ours.getReplicas, core.getReplicas,
+         lambda dids: client.list_replicas(dids, resolve_archives=False)),
+        # the TransformationAgent's question: DataManager.getReplicasForJobs(lfns, getUrl=False)
+        ("getReplicas no URLs", lambda lfns: ours.getReplicas(lfns, getUrl=False), core.getReplicas,
+         lambda dids: client.list_replicas(dids, resolve_archives=False)),
+    ):
+        print(f"{workload}: {args.files} / {args.core_files} LFNs", flush=True)
+        results += [
+            measure(counter, workload, "KM3DIRAC", args.files, lambda c=ours_call: c(sets["KM3DIRAC"]),
+                    all_successful(args.files), args.repeats),
+            measure(counter, workload, "raw bulk", args.files,
+                    lambda c=raw_call: raw_bulk_read(c, sets["raw bulk"]), all_successful(args.files),
+                    args.repeats),
+            measure(counter, workload, "DIRAC core", args.core_files,
+                    lambda c=core_call: c(sets["DIRAC core"]), all_successful(args.core_files), args.repeats),
+        ]
+    results += _find_benchmark(client, ours, core, counter, args)
+    return results
+
+
+def _psql(server: RucioServer, sql: str) -> str:
+    postgres = server.postgres
+    command = [str(postgres.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres",
+               "-d", "rucio", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def _columns(server: RucioServer, table: str) -> list[str]:
+    return _psql(server, f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}' "
+                         "ORDER BY ordinal_position").split()
+
+
+def _clone(server: RucioServer, table: str, template: str, count: int, names: dict[str, str]) -> None:
+    """Copy the template row ``count`` times (``i`` = 0..count-1), with the given column expressions."""
+    columns = _columns(server, table)
+    select = ", ".join(names.get(column, f"t.{column}") for column in columns)
+    _psql(server, f"INSERT INTO {table} ({', '.join(columns)}) SELECT {select} FROM {table} t, "
+                  f"generate_series(0, {count - 1}) AS i WHERE {template}")
+
+
+def seed_by_sql(server: RucioServer, ours, size: int, datasets: int) -> tuple[list[str], list[str]]:
+    """``size`` files in ``datasets`` run datasets at the benchmark RSE, as Rucio stores KM3DIRAC's addFile:
+    DID rows, one AVAILABLE replica each, attached to their run dataset. Returns (file LFNs, dataset names)."""
+    base = f"/km3net/{SCOPE}/s{size}"
+    template_dataset = f"/km3net/{SCOPE}/template{size}/run"
+    template_file = f"{template_dataset}/f.root"
+    added = ours.addFile({template_file: {"PFN": "", "Size": 1000, "SE": RSE, "GUID": "", "Checksum": "0000abcd"}})
+    assert added["OK"] and not added["Value"]["Failed"], added
+    per = size // datasets
+    run = f"lpad((i / {per})::text, 5, '0')"
+    file_name = f"format('{base}/run%s/f%s.root', {run}, lpad(i::text, 7, '0'))"
+    dataset_name = f"format('{base}/run%s', lpad(i::text, 5, '0'))"
+    file_row = f"t.scope = '{SCOPE}' AND t.name = '{template_file}'"
+    _clone(server, "dids", f"t.scope = '{SCOPE}' AND t.name = '{template_dataset}'", datasets,
+           {"name": dataset_name, "length": str(per), "bytes": str(per * 1000)})
+    _clone(server, "dids", file_row, size, {"name": file_name, "guid": f"md5({file_name})::uuid"})
+    _clone(server, "replicas", file_row, size, {"name": file_name})
+    _clone(server, "contents", f"t.scope = '{SCOPE}' AND t.child_name = '{template_file}'", size,
+           {"name": f"format('{base}/run%s', {run})", "child_name": file_name, "guid": f"md5({file_name})::uuid"})
+    _psql(server, "ANALYZE dids; ANALYZE contents; ANALYZE replicas")
+    lfns = [f"{base}/run{i // per:05d}/f{i:07d}.root" for i in range(size)]
+    return lfns, [f"{base}/run{d:05d}" for d in range(datasets)]
+
+
+def _scale_benchmark(server: RucioServer, client, ours, counter: RequestCounter, size: int,
+                     args: argparse.Namespace) -> list[Measurement]:
+    print(f"scale {size}: seeding {size} files in {args.datasets} datasets by SQL (setup, not timed)", flush=True)
+    start = time.perf_counter()
+    lfns, datasets = seed_by_sql(server, ours, size, args.datasets)
+    print(f"scale {size}: seeded in {time.perf_counter() - start:.0f} s", flush=True)
+    sample = lfns[:: max(1, size // min(size, args.raw_sample))][:args.raw_sample]
+    expected_replicas = {RSE: True}
+
+    def placement_check(expected: int) -> Callable[[dict], None]:
+        def check(result: dict) -> None:
+            all_successful(expected)(result)
+            wrong = [lfn for lfn, reps in result["Value"]["Successful"].items() if set(reps) != set(expected_replicas)]
+            assert not wrong, wrong[:3]
+
+        return check
+
+    def one_dataset(dataset: str) -> tuple[list[str], list[str]]:
+        names = [row["name"] for row in client.list_content(SCOPE, dataset)]
+        complete = [row["rse"] for row in client.list_dataset_replicas(SCOPE, dataset, deep=True)
+                    if row["available_length"] == row["length"]]
+        return names, complete
+
+    def raw_dataset_calls() -> dict:
+        """The calls KM3DIRAC's route makes, as many at a time (4), without its checks."""
+        found = {}
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for names, complete in pool.map(one_dataset, datasets):
+                for name in names:
+                    found[name] = complete
+        return {"OK": True, "Value": {"Successful": found, "Failed": {}}}
+
+    repeats = args.repeats if size <= 100_000 else 1
+    workload = f"noURL@{size // 1000}k"
+    measurements = [
+        measure(counter, workload, "raw dsets", size, raw_dataset_calls, all_successful(size), repeats),
+        measure(counter, workload, "KM3DIRAC", size, lambda: ours.getReplicas(lfns, getUrl=False),
+                placement_check(size), repeats),
+        measure(counter, workload, "raw bulk", len(sample),
+                lambda: raw_bulk_read(lambda dids: client.list_replicas(dids, resolve_archives=False), sample),
+                all_successful(len(sample))),
+    ]
+    if size <= args.exists_max:  # ~0.3 ms a file whichever way: measured once
+        workload = f"exists@{size // 1000}k"
+        measurements += [
+            measure(counter, workload, "raw bulk", size,
+                    lambda: raw_bulk_read(lambda dids: client.get_metadata_bulk(dids, plugin="DID_COLUMN"), lfns),
+                    all_successful(size)),
+            measure(counter, workload, "KM3DIRAC", size, lambda: ours.exists(lfns), all_successful(size)),
+        ]
+    return measurements
 
 
 def _find_benchmark(client, ours, core, counter: RequestCounter, args: argparse.Namespace) -> list[Measurement]:
@@ -238,34 +407,58 @@ def _find_benchmark(client, ours, core, counter: RequestCounter, args: argparse.
 
 def report(results: list[Measurement]) -> None:
     print()
-    print(f"{'workload':<20} {'approach':<11} {'LFNs':>7} {'seconds':>9} {'s/1000':>8} {'req/1000':>9}")
+    print(f"{'workload':<20} {'approach':<11} {'LFNs':>8} {'seconds':>9} {'s/1000':>8} {'req/1000':>9} {'peak MB':>8}")
     for m in results:
-        print(f"{m.workload:<20} {m.approach:<11} {m.lfns:>7} {m.seconds:>9.2f} {m.per_1000:>8.3f} "
-              f"{m.requests_per_1000:>9.1f}")
+        print(f"{m.workload:<20} {m.approach:<11} {m.lfns:>8} {m.seconds:>9.2f} {m.per_1000:>8.3f} "
+              f"{m.requests_per_1000:>9.1f} {m.peak_mb:>8.0f}")
     print()
-    print(f"{'workload':<20} {'DIRAC core / KM3DIRAC':>22} {'KM3DIRAC / raw bulk':>20}   (per LFN)")
+    print(f"{'workload':<20} {'DIRAC core / KM3DIRAC':>22} {'KM3DIRAC / raw bulk':>20} {'KM3DIRAC / raw dsets':>21}"
+          "   (per LFN)")
     workloads = list(dict.fromkeys(m.workload for m in results))
+    ratios = []
     for workload in workloads:
         by = {m.approach: m for m in results if m.workload == workload}
         ours = by["KM3DIRAC"].per_1000
         speedup = f"{by['DIRAC core'].per_1000 / ours:.1f}x faster" if "DIRAC core" in by else "n/a"
         versus_raw = f"{ours / by['raw bulk'].per_1000:.2f}" if "raw bulk" in by else "n/a"
-        print(f"{workload:<20} {speedup:>22} {versus_raw:>20}")
-    geo = statistics.geometric_mean(
-        [by_ratio for by_ratio in (
-            next(m for m in results if m.workload == w and m.approach == "KM3DIRAC").per_1000
-            / next(m for m in results if m.workload == w and m.approach == "raw bulk").per_1000
-            for w in workloads)])
-    print(f"geometric mean KM3DIRAC / raw bulk: {geo:.2f} (target <= 1.3 everywhere)")
+        versus_dsets = f"{ours / by['raw dsets'].per_1000:.2f}" if "raw dsets" in by else "n/a"
+        if "raw bulk" in by:
+            ratios.append(ours / by["raw bulk"].per_1000)
+        print(f"{workload:<20} {speedup:>22} {versus_raw:>20} {versus_dsets:>21}")
+    print(f"geometric mean KM3DIRAC / raw bulk: {statistics.geometric_mean(ratios):.2f} (target <= 1.0 everywhere)")
+    _report_growth(results)
+
+
+def _report_growth(results: list[Measurement]) -> None:
+    """Per-file cost at the largest size over the smallest, per scale workload (target: within 1.2x)."""
+    scale = [m for m in results if "@" in m.workload and m.approach == "KM3DIRAC"]
+    kinds = list(dict.fromkeys(m.workload.split("@")[0] for m in scale))
+    for kind in kinds:
+        points = sorted((m for m in scale if m.workload.startswith(kind + "@")), key=lambda m: m.lfns)
+        if len(points) < 2:
+            continue
+        small, large = points[0], points[-1]
+        line = ", ".join(f"{m.lfns}: {m.seconds:.1f} s" for m in points)
+        print(f"growth {kind}: {line}; per file {large.lfns} vs {small.lfns}: "
+              f"{large.per_1000 / small.per_1000:.2f}x (target <= 1.2)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--files", type=int, default=10_000, help="LFNs for KM3DIRAC and raw bulk (default 10000)")
+    parser.add_argument("--files", type=int, default=10_000,
+                        help="LFNs registered through the REST API for every workload (default 10000; 0: scale only)")
     parser.add_argument("--core-files", type=int, default=1000, help="LFNs for DIRAC core's client (default 1000)")
     parser.add_argument("--find-dids", type=int, default=100_000,
                         help="DIDs findFilesByMetadata searches (default 100000)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each read workload, median (default 3)")
+    parser.add_argument("--sizes", type=lambda text: [int(v) for v in text.split(",") if v],
+                        default=[10_000, 100_000, 1_000_000],
+                        help="files seeded by SQL for the scale workloads (default 10000,100000,1000000; '' none)")
+    parser.add_argument("--datasets", type=int, default=100, help="run datasets the scale files are in (default 100)")
+    parser.add_argument("--exists-max", type=int, default=100_000,
+                        help="largest scale size exists is measured at (default 100000)")
+    parser.add_argument("--raw-sample", type=int, default=3000,
+                        help="files raw list_replicas reads at each scale size, compared per LFN (default 3000)")
     args = parser.parse_args(argv)
     report(run(args))
     return 0

@@ -37,6 +37,8 @@ from KM3DIRAC.sandbox.rucio_server import (
 pytest_plugins = ("sandbox_fixtures",)
 
 RSE_NAMES = ("KM3-DISK-1", "KM3-DISK-2")
+# a Rucio as KM3NeT runs it today: Rucio's default deterministic path algorithm (hash), and a non-deterministic RSE
+HASH_RSE, NONDETERMINISTIC_RSE = "KM3-HASH-1", "KM3-NONDET-1"
 DEFAULT_SCOPE = "km3test"
 
 
@@ -99,7 +101,9 @@ def _populate(server: RucioServer, session: Session) -> None:
     client = Client()
     for rse in RSE_NAMES:
         add_directory_rse(client, rse, session.storage_dir(rse))
-    connect_rses(client, list(RSE_NAMES))
+    add_directory_rse(client, HASH_RSE, session.storage_dir(HASH_RSE), lfn2pfn_algorithm=None)
+    add_directory_rse(client, NONDETERMINISTIC_RSE, session.storage_dir(NONDETERMINISTIC_RSE), deterministic=False)
+    connect_rses(client, [*RSE_NAMES, HASH_RSE, NONDETERMINISTIC_RSE])
     ensure_scope(client, DEFAULT_SCOPE)
 
 
@@ -143,7 +147,10 @@ def dataset_factory(rucio_client, scope_factory):
 
 @pytest.fixture(scope="session")
 def dirac_storages(session_paths: Session) -> list[LocalStorage]:
-    return [LocalStorage(rse, session_paths.storage_dir(rse)) for rse in RSE_NAMES]
+    """A DIRAC StorageElement per RSE, same directory; on the hash and non-deterministic RSEs DIRAC's
+    ``<base path><LFN>`` is not where Rucio put the files."""
+    return [LocalStorage(rse, session_paths.storage_dir(rse))
+            for rse in (*RSE_NAMES, HASH_RSE, NONDETERMINISTIC_RSE)]
 
 
 @pytest.fixture(scope="session")

@@ -139,6 +139,19 @@ def transformation_parameter(transformation_id: str, name: str) -> dict:
     return {"value": _value(client.getTransformationParameters(int(transformation_id), name), "get parameter")}
 
 
+def add_scope(scope: str) -> dict:
+    """What a Rucio admin does once per scope (``CORSIKA_testing`` ...)."""
+    from rucio.client import Client
+    from rucio.common.exception import Duplicate
+
+    client = Client()
+    try:
+        client.add_scope(client.account, scope)
+    except Duplicate:
+        pass
+    return {"scope": scope}
+
+
 def upload_km3net_file(scope: str, lfn: str, path: str, rse: str, metadata_json: str = "{}") -> dict:
     """rucio upload of ``path`` as ``scope:lfn`` into the dataset of its directory, with metadata, as a user would."""
     from rucio.client import Client
@@ -180,6 +193,7 @@ def job_attributes(job_id: str) -> dict:
 
 ACTIONS = {
     "upload-km3net-file": upload_km3net_file,
+    "add-scope": add_scope,
     "rucio-files": rucio_files,
     "job-attributes": job_attributes,
     "workflow-transformation": workflow_transformation,

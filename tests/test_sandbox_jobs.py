@@ -138,3 +138,40 @@ def test_registration_deferred_while_rucio_was_down_completes_soon_after_and_the
     assert parameters.returncode == 0, parameters.stdout + parameters.stderr
     assert re.search(rf"'KM3OutputDIDs': '{re.escape(expected)}'", parameters.stdout), parameters.stdout
     assert "'PendingRequest'" in parameters.stdout  # written by finalizeRequest, which used to fail here
+
+
+@pytest.mark.sandbox
+def test_job_input_data_from_a_hash_path_rse_uploaded_by_plain_rucio(local_sandbox: RunningSandbox, tmp_path: Path):
+    """A flat-name file put by ``rucio upload`` on an RSE with Rucio's default (hash) path algorithm, given as the
+    job's DIRAC InputData: the JobWrapper's input-data resolution (policy RucioInputData) downloads it."""
+    from KM3DIRAC.core.checksums import adler32_of_file
+
+    scope = f"CORSIKA_t{uuid.uuid4().hex[:8]}"
+    local_sandbox.dirac_client("add-scope", scope)
+    source = tmp_path / f"KM3NeT_00000049_00011291.corsika.{uuid.uuid4().hex[:4]}.root"
+    source.write_bytes(uuid.uuid4().bytes * 4096)
+    uploaded = local_sandbox.run("rucio", "upload", "--rse", "KM3-HASH-1", "--scope", scope, str(source))
+    assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+    assert not (local_sandbox.paths.storage_dir("KM3-HASH-1") / source.name).exists()  # a hash path, not flat
+    (tmp_path / "check.sh").write_text(f"#!/bin/sh\npython3 -c \"import zlib; print('adler32', '%08x' % "
+                                       f"zlib.adler32(open('{source.name}', 'rb').read()))\"\n")
+    (tmp_path / "job.jdl").write_text(f"""[
+  JobName = "hash-rse-input";
+  Executable = "/bin/sh";
+  Arguments = "check.sh";
+  InputSandbox = {{"check.sh"}};
+  InputData = {{"LFN:/km3net/{scope}:{source.name}"}};
+  StdOutput = "std.out";
+  StdError = "std.err";
+  OutputSandbox = {{"std.out", "std.err"}};
+  CPUTime = 600;
+]
+""")
+    submitted = local_sandbox.run("dirac-wms-job-submit", "job.jdl", cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_id = re.search(r"JobID = (\d+)", submitted.stdout).group(1)
+    attributes = _wait_for_done(local_sandbox, job_id)
+    fetched = local_sandbox.run("dirac-wms-job-get-output", "-D", str(tmp_path / "out"), job_id)
+    out = (tmp_path / "out" / job_id / "std.out").read_text() if fetched.returncode == 0 else fetched.stdout
+    assert attributes["status"] == "Done", (attributes, out)
+    assert f"adler32 {adler32_of_file(source)}" in out, out

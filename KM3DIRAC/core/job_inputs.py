@@ -141,3 +141,42 @@ def download_inputs(client: Any, files: list[InputFile], destination: Path, work
     if failures:
         raise InputDataError("; ".join(sorted(failures)))
     return files
+
+
+def download_per_lfn(client: Any, lfns: Iterable[str], destination: Path, mapper: LFNMapper | None = None,
+                     close_rses: Iterable[str] = (), workers: int = 4,
+                     progress: Progress | None = None) -> tuple[dict[str, InputFile], dict[str, str]]:
+    """Download the files ``lfns`` name (LFNs or ``scope:name``), each from the first replica that arrives whole
+    (adler32 checked, the next replica tried otherwise): ``({lfn: downloaded file}, {lfn: why not})``. One bad
+    LFN does not stop the others."""
+    mapper = mapper or LFNMapper()
+    wanted: dict[str, InputFile] = {}
+    failed: dict[str, str] = {}
+    for lfn in dict.fromkeys(lfns):
+        try:
+            resolved = resolve_inputs(client, [lfn], mapper)
+        except KM3DiracError as error:
+            failed[lfn] = str(error)
+            continue
+        if len(resolved) != 1 or mapper.to_lfn(resolved[0].did) != mapper.to_lfn(mapper.to_did(lfn)):
+            failed[lfn] = f"{lfn} is not a file (it holds {len(resolved)} files): give file LFNs as InputData"
+            continue
+        wanted[lfn] = resolved[0]
+    files = list(wanted.values())
+    problem = ""
+    if files:
+        attach_replicas(client, files, close_rses)
+        try:
+            download_inputs(client, files, destination, workers, progress)
+        except InputDataError as error:
+            problem = str(error)
+            log.warning("some inputs could not be downloaded: %s", problem)
+    downloaded = {}
+    for lfn, entry in wanted.items():
+        if entry.local_path is not None:
+            downloaded[lfn] = entry
+        elif not entry.replicas:
+            failed[lfn] = f"{lfn}: no AVAILABLE replica in Rucio"
+        else:
+            failed[lfn] = f"{lfn}: not downloaded ({problem})"
+    return downloaded, failed

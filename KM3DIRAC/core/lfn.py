@@ -11,6 +11,11 @@ each user to their home. ``/<vo>/user/<initial>/<name>`` is then that scope's to
 
 Directories: ``/<vo>`` lists scopes, ``/<vo>/<scope>`` is the scope itself, deeper directories are Rucio
 collections (a directory holding files is a DATASET, one holding directories a CONTAINER).
+
+Flat names (a DID whose name does not start with ``/``, e.g. what plain ``rucio upload`` makes: ``CORSIKA_testing:
+corsika_0001.root``) are the LFNs ``/<vo>/<scope>:<name>`` (``/km3net/CORSIKA_testing:corsika_0001.root``): an
+absolute path, as DIRAC requires of a job's InputData (``LFN:/...``), and never a KM3DIRAC-convention LFN, whose
+second segment is a scope and cannot hold ``:``.
 """
 
 from __future__ import annotations
@@ -74,6 +79,11 @@ class LFNMapper:
         parts = lfn.split("/")
         if len(parts) < 3 or parts[1] != self.vo:
             raise InvalidLFNError(f"{lfn}: LFNs must look like {self.root}/<scope>/... ")
+        if ":" in parts[2]:  # /<vo>/<scope>:<flat name>
+            scope, name = lfn[len(self.root) + 1:].split(":", 1)
+            self._check_scope(lfn, scope)
+            self._check_name(lfn, name)
+            return DID(scope, name)
         scope = self._user_scope(lfn, parts) or parts[2]
         self._check_scope(lfn, scope)
         self._check_name(lfn, lfn)
@@ -82,7 +92,7 @@ class LFNMapper:
     def scope_of_directory(self, lfn: str) -> str | None:
         """The scope when ``lfn`` is a scope-level directory (``/<vo>/<scope>`` or a user's home), else None."""
         parts = lfn.rstrip("/").split("/")
-        if len(parts) < 3 or parts[1] != self.vo:
+        if len(parts) < 3 or parts[1] != self.vo or ":" in parts[2]:
             return None
         if len(parts) == self._scope_depth(parts):
             return self._user_scope(lfn, parts) or parts[2]
@@ -107,7 +117,7 @@ class LFNMapper:
         return lfn.rstrip("/") in (self.root, "")
 
     def to_lfn(self, did: DID) -> str:
-        return did.name if did.name.startswith("/") else str(did)
+        return did.name if did.name.startswith("/") else f"{self.root}/{did.scope}:{did.name}"
 
     @staticmethod
     def parent(lfn: str) -> str:

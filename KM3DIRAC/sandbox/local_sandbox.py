@@ -59,6 +59,8 @@ from KM3DIRAC.sandbox.state import ComponentRecord, SandboxState, is_alive, is_h
 
 DEFAULT_DIRECTORY = SOURCE_ROOT / ".work" / "sandbox"
 RSE_NAMES = ("KM3-DISK-1", "KM3-DISK-2")
+# an RSE as most Rucio instances run them: Rucio's default path algorithm (hash), read by KM3DIRAC's RucioInputData
+HASH_RSE_NAMES = ("KM3-HASH-1",)
 PROXY_LIFETIME_SECONDS = 7 * 24 * 3600
 SERVICE_START_TIMEOUT = 180
 #: services, optimizers and agents authenticate with the host certificate; the JobAgent runs with the user proxy
@@ -299,7 +301,7 @@ class Sandbox:
     def _write_dirac_cfg(self, ports: dict[str, int], mariadb_port: int, rucio_url: str, with_catalog: bool) -> None:
         catalog = RucioCatalogSettings(rucio_host=rucio_url, auth_host=rucio_url, account=ROOT_ACCOUNT,
                                        username=ROOT_USERNAME, password=ROOT_PASSWORD)
-        storages = [LocalStorage(rse, self.paths.storage_dir(rse)) for rse in RSE_NAMES]
+        storages = [LocalStorage(rse, self.paths.storage_dir(rse)) for rse in (*RSE_NAMES, *HASH_RSE_NAMES)]
         base = LocalDiracConfig(catalog=catalog, storages=storages, user_name=USER_NAME,
                                 user_dn=user_subject(USER_NAME), list_catalog=with_catalog)
         text = render_sandbox_cfg(base, self.paths.layout, ports, mariadb_port, self.paths.certificates.directory)

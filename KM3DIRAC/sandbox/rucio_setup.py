@@ -29,20 +29,24 @@ def _file_protocol(directory: Path) -> dict:
     }
 
 
-def add_directory_rse(client: Client, name: str, directory: Path, account: str = "root") -> None:
-    """Create the deterministic RSE ``name`` storing files under ``directory`` (created if missing)."""
+def add_directory_rse(client: Client, name: str, directory: Path, account: str = "root",
+                      lfn2pfn_algorithm: str | None = ALGORITHM_NAME, deterministic: bool = True) -> None:
+    """Create the RSE ``name`` storing files under ``directory`` (created if missing). ``lfn2pfn_algorithm=None``
+    leaves Rucio's default (``hash`` on these servers), as most Rucio instances run; ``deterministic=False``
+    makes an RSE where every replica's path is given at upload."""
     from rucio.common.exception import Duplicate
 
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        client.add_rse(name, deterministic=True)
+        client.add_rse(name, deterministic=deterministic)
     except Duplicate:
         pass
     try:
         client.add_protocol(name, _file_protocol(directory))
     except Duplicate:
         pass
-    client.add_rse_attribute(name, "lfn2pfn_algorithm", ALGORITHM_NAME)
+    if lfn2pfn_algorithm and deterministic:
+        client.add_rse_attribute(name, "lfn2pfn_algorithm", lfn2pfn_algorithm)
     client.add_rse_attribute(name, "fts", "mock")
     client.set_local_account_limit(account, name, -1)
 

@@ -12,13 +12,15 @@ STORAGE_STATUS_TYPES = ("ReadAccess", "WriteAccess", "CheckAccess", "RemoveAcces
 def make_rses(root: Path) -> None:
     from rucio.client import Client
 
-    from KM3DIRAC.sandbox.local_sandbox import RSE_NAMES, SandboxPaths
+    from KM3DIRAC.sandbox.local_sandbox import HASH_RSE_NAMES, RSE_NAMES, SandboxPaths
     from KM3DIRAC.sandbox.rucio_setup import add_directory_rse, connect_rses
 
     client = Client()
     for rse in RSE_NAMES:
         add_directory_rse(client, rse, SandboxPaths(root).storage_dir(rse))
-    connect_rses(client, list(RSE_NAMES))
+    for rse in HASH_RSE_NAMES:
+        add_directory_rse(client, rse, SandboxPaths(root).storage_dir(rse), lfn2pfn_algorithm=None)
+    connect_rses(client, [*RSE_NAMES, *HASH_RSE_NAMES])
 
 
 def make_user_proxy(root: Path) -> None:
