@@ -1,5 +1,6 @@
 """What the local sandbox costs: time of ``dirac-km3-sandbox up`` cold (new directory: CA, MariaDB datadir and
-schemas made) and warm (after ``down``, same directory), and the resident memory of all its processes.
+schemas made) and warm (after ``down``, same directory, with the state it kept), and the resident memory of all
+its processes.
 
 Usage: ``.venv/bin/python bench/sandbox_costs.py [--dir DIR]`` (default: a fresh temporary directory, removed
 afterwards). Prints one JSON object.
@@ -75,7 +76,9 @@ def main() -> None:
         warm = _run("up", directory)
         down = _run("down", directory)
     finally:
-        subprocess.run([SANDBOX_COMMAND, "down", "--dir", str(directory)], capture_output=True, check=False)
+        # reset also removes Rucio's database where it lives outside a 0700 temporary directory (below /tmp)
+        subprocess.run([SANDBOX_COMMAND, "down" if arguments.dir else "reset", "--dir", str(directory)],
+                       capture_output=True, check=False)
         if arguments.dir is None:
             shutil.rmtree(directory, ignore_errors=True)
     print(json.dumps({"up_cold_s": round(cold, 1), "up_warm_s": round(warm, 1), "down_s": round(down, 1),

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from sandbox_fixtures import RunningSandbox
 from KM3DIRAC.sandbox.local_sandbox import Sandbox
 
 TRAIN_TIMEOUT = 480
+JOB_AFTER_RESTART_TIMEOUT = 180
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_CHECKS = {
     "dirac-dms-find-lfns": r"^/km3net/km3demo/merged/run00011291\.merged\.json$",
@@ -57,14 +59,14 @@ def _plain_shell(script: str) -> subprocess.CompletedProcess:
 
 def _snapshot(sandbox: RunningSandbox, enter: str, transformation_ids: list[str]) -> dict:
     """What a restart must keep: Rucio's files and rules, the train's tasks and their jobs."""
-    listing = _plain_shell(f"{enter} && rucio did list 'km3demo:/km3net/km3demo/*' --filter type=file && "
-                           "rucio rule list --account root")
-    assert listing.returncode == 0, listing.stdout + listing.stderr
     tasks = {tid: sorted((t["task_id"], t["job_id"], t["status"])
                          for t in sandbox.dirac_client("transformation-tasks", tid)["tasks"])
              for tid in transformation_ids}
-    jobs = {job_id: sandbox.dirac_client("job-attributes", str(job_id))["status"]
-            for tid in transformation_ids for _task, job_id, _status in tasks[tid]}
+    job_ids = " ".join(str(job_id) for tid in transformation_ids for _task, job_id, _status in tasks[tid])
+    listing = _plain_shell(f"{enter} && rucio did list 'km3demo:/km3net/km3demo/*' --filter type=file && "
+                           f"rucio rule list --account root && dirac-wms-job-status {job_ids}")
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    jobs = dict(re.findall(r"JobID=(\d+) .*?\bStatus=(\w+);", listing.stdout))
     lines = sorted(line for line in listing.stdout.splitlines() if "km3demo:" in line)
     return {"rucio": lines, "tasks": tasks, "jobs": jobs}
 
@@ -93,7 +95,8 @@ def test_demo_train_runs_end_to_end_survives_a_restart_and_a_second_run_duplicat
 
     transformation_ids = re.findall(r"step \w+: transformation (\d+) \(created\)", first.stdout)
     before = _snapshot(local_sandbox, enter, transformation_ids)
-    assert len(before["rucio"]) >= 6 + 6 + 2 and set(before["jobs"].values()) == {"Done"}, before
+    assert len(before["rucio"]) >= 6 + 6 + 2 and len(before["jobs"]) == 6, before
+    assert set(before["jobs"].values()) == {"Done"}, before
 
     stopped = local_sandbox.sandbox_command("down")
     assert stopped.returncode == 0 and "state is kept" in stopped.stdout, stopped.stdout + stopped.stderr
@@ -112,6 +115,16 @@ def test_demo_train_runs_end_to_end_survives_a_restart_and_a_second_run_duplicat
     server_cfg = (local_sandbox.paths.rucio_dir / "rucio-server.cfg").read_text()
     assert f"127.0.0.1:{state.postgres['port']}/rucio" in server_cfg
     assert _snapshot(local_sandbox, enter, transformation_ids) == before
+    # and the restarted sandbox runs new jobs (its SandboxSE and services on their new ports)
+    submitted = _plain_shell(f"{enter} && dirac-wms-job-submit KM3DIRAC/demo/hello.jdl")
+    job_id = re.search(r"JobID = (\d+)", submitted.stdout)
+    assert job_id, submitted.stdout + submitted.stderr
+    deadline = time.monotonic() + JOB_AFTER_RESTART_TIMEOUT
+    status = ""
+    while time.monotonic() < deadline and "Status=Done;" not in status:
+        time.sleep(3)
+        status = _plain_shell(f"{enter} && dirac-wms-job-status {job_id.group(1)}").stdout
+    assert "Status=Done;" in status, status
 
     second = _demo(local_sandbox)
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]

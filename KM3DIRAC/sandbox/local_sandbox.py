@@ -247,6 +247,7 @@ class Sandbox:
         return inside
 
     def _start_everything(self, with_catalog: bool) -> None:
+        restarted = MariaDBPaths(self.paths.root / "mariadb").data_dir.exists()
         mariadb_port = self._start_mariadb()
         certificates = make_certificates(self.paths.certificates.directory, USER_NAME)
         rucio_url = self._start_rucio()
@@ -262,6 +263,8 @@ class Sandbox:
         for agent in AGENTS:
             self._start_process(agent.full_name, "agent",
                                 loopback_command([_bin("dirac-agent"), agent.full_name, "-o", AS_HOST]))
+        if restarted:
+            self._run_step("reschedule-orphaned-jobs")
         self._start_job_agent_loop()
         time.sleep(1)
         crashed = [record for record in self.state.components if not is_alive(record)]

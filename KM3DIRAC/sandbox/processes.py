@@ -72,13 +72,15 @@ def _reserved_by_a_live_process(entry: Path) -> bool:
     return _start_time(reservation.get("pid", -1)) == reservation.get("start_time")
 
 
-def port_is_bindable(port: int) -> bool:
-    """Nothing is bound to ``port`` on any address: the test a server's own bind would pass (with SO_REUSEADDR, as
-    servers set it, so connections of a stopped server still in TIME_WAIT do not keep its port from it)."""
+def port_is_bindable(port: int, reuse_address: bool = False) -> bool:
+    """Nothing is bound to ``port`` on any address. Without ``reuse_address`` also no connection of an earlier
+    server lingers on it (TIME_WAIT): any program can bind it. With it, the test a server setting SO_REUSEADDR
+    (DISET, PostgreSQL, MariaDB, gunicorn) would pass: how a restarted sandbox gets its own ports back."""
     for family, address in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
         try:
             with socket.socket(family, socket.SOCK_STREAM) as sock:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_address:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((address, port))
             return True
         except OSError as error:
@@ -91,7 +93,8 @@ def port_is_bindable(port: int) -> bool:
 def reserve_port(preferred: int | None = None, owner: str = "") -> int:
     """A TCP port nothing is bound to and no live process has reserved, now reserved for this process.
 
-    ``preferred`` (a port used before, e.g. by a sandbox being restarted) is taken when it is still free.
+    ``preferred`` (a port used before, e.g. by a sandbox being restarted) is taken when it is still free (for a
+    server setting SO_REUSEADDR, as the sandbox's all do); other ports only when nothing at all holds them.
     """
     registry = port_registry()
     registry.mkdir(parents=True, exist_ok=True)
@@ -101,14 +104,17 @@ def reserve_port(preferred: int | None = None, owner: str = "") -> int:
     with open(registry / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            for entry in registry.glob("[0-9]*"):  # lapsed reservations: their ports are bound by now, or free
+                if not _reserved_by_a_live_process(entry):
+                    entry.unlink(missing_ok=True)
             candidates = random.sample(ports, min(CANDIDATES_PER_ATTEMPT, len(ports)))
             if preferred:
                 candidates.insert(0, preferred)
             for port in candidates:
                 entry = registry / str(port)
-                if entry.exists() and _reserved_by_a_live_process(entry):
+                if entry.exists():  # reserved by a live process (lapsed ones were removed above)
                     continue
-                if not port_is_bindable(port):
+                if not port_is_bindable(port, reuse_address=port == preferred):
                     continue
                 pid = os.getpid()
                 entry.write_text(json.dumps({"pid": pid, "start_time": _start_time(pid), "time": time.time(),

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 STORAGE_STATUS_TYPES = ("ReadAccess", "WriteAccess", "CheckAccess", "RemoveAccess")
+#: states in which a job has a JobWrapper on the sandbox's pilot
+ORPHANED_JOB_STATUSES = ("Matched", "Running", "Completing")
 
 
 def make_rses(root: Path) -> None:
@@ -89,6 +91,26 @@ def set_resource_status(root: Path) -> None:
                 f"set {status_type} of {storage_element}")
 
 
+def reschedule_orphaned_jobs(root: Path) -> None:
+    """Jobs the sandbox's pilot was running when the sandbox went down have no JobWrapper any more: reschedule
+    them (what DIRAC's StalledJobAgent leads to, hours later), so that every job reaches a final state."""
+    from DIRAC.Core.Base.Script import Script
+
+    sys.argv += ["-o", "/DIRAC/Security/UseServerCertificate=yes"]  # as the host (JobAdministrator)
+    Script.parseCommandLine(ignoreErrors=True)
+    from DIRAC.WorkloadManagementSystem.Client.JobManagerClient import JobManagerClient
+    from DIRAC.WorkloadManagementSystem.Client.JobMonitoringClient import JobMonitoringClient
+
+    from KM3DIRAC.sandbox.dirac_components import SITE
+
+    result = JobMonitoringClient().getJobs({"Status": list(ORPHANED_JOB_STATUSES), "Site": SITE})
+    _ok(result, "list the jobs left running")
+    job_ids = [int(job_id) for job_id in result["Value"]]
+    if job_ids:
+        _ok(JobManagerClient().rescheduleJob(job_ids), f"reschedule jobs {job_ids}")
+        print(f"rescheduled jobs left running at the last down: {job_ids}")
+
+
 def _ok(result: dict, what: str) -> None:
     if not result["OK"]:
         raise SystemExit(f"could not {what}: {result['Message']}")
@@ -99,6 +121,7 @@ STEPS = {
     "make-user-proxy": make_user_proxy,
     "upload-user-proxy": upload_user_proxy,
     "set-resource-status": set_resource_status,
+    "reschedule-orphaned-jobs": reschedule_orphaned_jobs,
 }
 
 if __name__ == "__main__":
