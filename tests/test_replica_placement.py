@@ -157,8 +157,11 @@ def catalog_pfns_unused(dirac_cs):
 
     option = "/Operations/Defaults/DataManagement/UseCatalogPFN"
     gConfigurationData.setOptionInCFG(option, "False")
+    # DIRAC's Operations helper caches per CS version: without a new version an earlier lookup would still answer
+    gConfigurationData.generateNewVersion()
     yield
     gConfigurationData.deleteOptionInCFG(option)
+    gConfigurationData.generateNewVersion()
 
 
 def test_transformation_agents_question_takes_the_fast_route(catalog_pfns_unused, rucio_client, scope_factory,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from KM3DIRAC.core import rucio_policy
+from KM3DIRAC.core.access import AccessRefused, check_write_access
 from KM3DIRAC.core.checksums import adler32_of_file, normalise_adler32
 from KM3DIRAC.core.errors import KM3DiracError
 from KM3DIRAC.core.lfn import LFNMapper
@@ -122,6 +123,12 @@ def store_outputs(client: Any, paths: list[Path], spec: OutputSpec, mapper: LFNM
                             adler32_of_file(path)) for path in paths]
     for output in outputs:
         mapper.to_did(output.lfn)  # a bad destination fails before any transfer
+    try:  # and so does a destination the job's Rucio account may not write (storage knows nothing of scopes)
+        check_write_access(client, ((o.lfn, mapper.to_did(o.lfn)) for o in outputs), "write outputs")
+    except AccessRefused as refused:
+        raise OutputDataError(f"outputs refused: {refused}") from refused
+    except Exception as error:  # Rucio unreachable: store now, Rucio's own check still guards the registration
+        log.warning("write access not checked before the upload (Rucio: %s: %s)", type(error).__name__, error)
     def store_one(output: StoredOutput) -> str | None:
         errors = []
         for rse in [spec.rse, *spec.failover_rses]:

@@ -4,6 +4,11 @@ KM3DIRAC follows Rucio's own ``dirac`` scope algorithm: an LFN ``/<vo>/<scope>/<
 ``<scope>:/<vo>/<scope>/<rest>`` (the full LFN is the name). Files registered by Rucio's DIRAC endpoint and by plain
 ``rucio upload`` into such names are therefore the same DIDs. ``scope:name`` input is accepted as well.
 
+Users' home directories are the exception: DIRAC puts a user's files below ``/<vo>/user/<initial>/<name>``
+(``getUserHome``, ``dirac-dms-user-lfns``), and KM3DIRAC maps that home to the user's own scope ``user.<name>``
+(``/km3net/user/j/jdoe/ana/f.h5`` is ``user.jdoe:/km3net/user/j/jdoe/ana/f.h5``), so Rucio's scope ownership confines
+each user to their home. ``/<vo>/user/<initial>/<name>`` is then that scope's top directory.
+
 Directories: ``/<vo>`` lists scopes, ``/<vo>/<scope>`` is the scope itself, deeper directories are Rucio
 collections (one or two per directory: :mod:`KM3DIRAC.core.catalog_directories`).
 
@@ -24,6 +29,19 @@ from KM3DIRAC.core.errors import InvalidLFNError
 SCOPE_PATTERN = re.compile(r"^[a-zA-Z_\-.0-9]{1,25}$")
 NAME_MAX_LENGTH = 250
 NAME_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f*%?]")
+#: the directory below ``/<vo>`` that holds users' homes ``<initial>/<name>``, and the prefix of their scopes
+USER_DIRECTORY = "user"
+USER_SCOPE_PREFIX = "user."
+
+
+def user_scope(user_name: str) -> str:
+    """The Rucio scope of a DIRAC user's home directory."""
+    return f"{USER_SCOPE_PREFIX}{user_name}"
+
+
+def user_home(vo: str, user_name: str) -> str:
+    """DIRAC's home directory of a user (``getUserHome``): ``/<vo>/user/<initial>/<name>``."""
+    return f"/{vo}/{USER_DIRECTORY}/{user_name[0]}/{user_name}"
 
 
 @dataclass(frozen=True)
@@ -67,17 +85,34 @@ class LFNMapper:
             self._check_scope(lfn, scope)
             self._check_name(lfn, name)
             return DID(scope, name)
-        scope = parts[2]
+        scope = self._user_scope(lfn, parts) or parts[2]
         self._check_scope(lfn, scope)
         self._check_name(lfn, lfn)
         return DID(scope, lfn)
 
     def scope_of_directory(self, lfn: str) -> str | None:
-        """The scope when ``lfn`` is a scope-level directory ``/<vo>/<scope>``, else None."""
+        """The scope when ``lfn`` is a scope-level directory (``/<vo>/<scope>`` or a user's home), else None."""
         parts = lfn.rstrip("/").split("/")
-        if len(parts) == 3 and parts[1] == self.vo and ":" not in parts[2]:
-            return parts[2]
+        if len(parts) < 3 or parts[1] != self.vo or ":" in parts[2]:
+            return None
+        if len(parts) == self._scope_depth(parts):
+            return self._user_scope(lfn, parts) or parts[2]
         return None
+
+    def _scope_depth(self, parts: list[str]) -> int:
+        """How many ``/``-separated parts make the scope-level directory of a path split into ``parts``."""
+        return 5 if len(parts) >= 5 and parts[2] == USER_DIRECTORY else 3
+
+    def _user_scope(self, lfn: str, parts: list[str]) -> str | None:
+        """``user.<name>`` for paths in or below ``/<vo>/user/<initial>/<name>``, else None."""
+        if len(parts) < 5 or parts[2] != USER_DIRECTORY:
+            return None
+        initial, name = parts[3], parts[4]
+        if not name or initial != name[0]:
+            raise InvalidLFNError(f"{lfn}: user homes are {self.root}/{USER_DIRECTORY}/<initial>/<name> with "
+                                  f"<initial> the first letter of <name> (DIRAC's getUserHome), e.g. "
+                                  f"{user_home(self.vo, name or 'jdoe')}")
+        return user_scope(name)
 
     def is_root(self, lfn: str) -> bool:
         return lfn.rstrip("/") in (self.root, "")
@@ -92,7 +127,7 @@ class LFNMapper:
     def ancestors(self, lfn: str) -> list[str]:
         """Directories between the scope level (excluded) and ``lfn`` (excluded), outermost first."""
         parts = lfn.rstrip("/").split("/")
-        return ["/".join(parts[:depth]) for depth in range(4, len(parts))]
+        return ["/".join(parts[:depth]) for depth in range(self._scope_depth(parts) + 1, len(parts))]
 
     @staticmethod
     def _check_path(lfn: str) -> None:

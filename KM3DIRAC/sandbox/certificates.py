@@ -106,3 +106,28 @@ def make_certificates(directory: Path, user_name: str) -> SandboxCertificates:
     ca_hash = _openssl("x509", "-noout", "-subject_hash", "-in", str(certs.ca_cert)).strip()
     (certs.ca_dir / f"{ca_hash}.0").write_bytes(certs.ca_cert.read_bytes())
     return certs
+
+
+def make_user_certificate(certs: SandboxCertificates, user_name: str) -> tuple[Path, Path]:
+    """(Once) a certificate and key for another user of the sandbox's CA: ``<name>/usercert.pem``, ``userkey.pem``."""
+    directory = certs.directory / "users" / user_name
+    cert, key = directory / "usercert.pem", directory / "userkey.pem"
+    if not (cert.exists() and key.exists()):
+        directory.mkdir(parents=True, exist_ok=True)
+        _signed_certificate(certs, user_subject(user_name), cert, key, USER_EXTENSIONS)
+    return cert, key
+
+
+def make_proxy(cert: Path, key: Path, proxy: Path, group: str, hours: int = 12) -> Path:
+    """A DIRAC proxy of ``cert`` for DIRAC ``group`` (what ``dirac-proxy-init -g <group>`` makes), mode 600."""
+    from DIRAC.Core.Security.X509Chain import X509Chain
+
+    chain = X509Chain()
+    for loaded in (chain.loadChainFromFile(str(cert)), chain.loadKeyFromFile(str(key))):
+        if not loaded["OK"]:
+            raise ServiceStartError(f"certificates: {cert}: {loaded['Message']}")
+    made = chain.generateProxyToFile(str(proxy), hours * 3600, diracGroup=group)
+    if not made["OK"]:
+        raise ServiceStartError(f"certificates: proxy of {cert} for {group}: {made['Message']}")
+    proxy.chmod(0o600)
+    return proxy

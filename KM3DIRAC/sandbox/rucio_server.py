@@ -34,6 +34,8 @@ ROOT_USERNAME = "km3dirac-root"
 ROOT_PASSWORD = "km3dirac-root-secret"
 POLICY_MODULE = "KM3DIRAC.core.rucio_policy"
 PFN2LFN_ALGORITHM = "km3dirac"
+#: KM3NeT's permission policy (scope owners manage their files): :mod:`KM3DIRAC.RucioPolicy`
+POLICY_PACKAGE = "KM3DIRAC.RucioPolicy"
 
 # alembic's env.py of Rucio configures logging from the ini file: it needs these sections
 ALEMBIC_LOGGING = """
@@ -97,6 +99,7 @@ def server_config_text(database_dsn: str, alembic_ini: Path) -> str:
         # nothing listens here: the server runs without memcached, so it never serves stale state
         url = {LOOPBACK}:1
         [policy]
+        package = {POLICY_PACKAGE}
         permission = generic
         schema = generic
         lfn2pfn_algorithm_default = hash
@@ -172,7 +175,8 @@ class RucioServer:
 def _server_env(config_file: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("RUCIO_", "VIRTUAL_ENV"))}
     env["RUCIO_CONFIG"] = str(config_file)
-    # the server imports KM3DIRAC.core.rucio_policy (the lfn2pfn algorithm) from this source tree
+    # the server imports KM3DIRAC.core.rucio_policy (the lfn2pfn algorithm) and KM3DIRAC.RucioPolicy (permissions)
+    # from this source tree
     env["PYTHONPATH"] = str(SOURCE_ROOT)
     return env
 

@@ -17,15 +17,18 @@ from DIRAC import S_ERROR, S_OK, gLogger
 from DIRAC.Resources.Catalog.FileCatalogClientBase import FileCatalogClientBase
 
 from KM3DIRAC import VO
+from KM3DIRAC.core.access import account_rights, write_refusals
 from KM3DIRAC.core.catalog import Bulk, RucioCatalog
 from KM3DIRAC.core.errors import KM3DiracError
 from KM3DIRAC.core.lfn import LFNMapper
+from KM3DIRAC.core.rucio_settings import identity_mode, name_map
 from KM3DIRAC.Resources.Catalog.RucioSettings import (
     call_policy,
     client_settings,
     fields_did,
     metadata_schema,
     rucio_client,
+    settings_for_call,
 )
 
 log = gLogger.getSubLogger("RucioFileCatalog")
@@ -168,9 +171,13 @@ class RucioFileCatalogClient(FileCatalogClientBase):
         super().__init__(url=url)
         self.options = options
         self.vo = options.get("VO") or VO
-        self._catalog: RucioCatalog | None = None
-        self._settings = client_settings(options)  # configuration errors surface at construction
+        self._catalogs: dict[int, RucioCatalog] = {}
+        # configuration errors surface at construction
+        self._identity = identity_mode(options)
         self._policy = call_policy(options)
+        self._settings = client_settings(options) if self._identity == "service" else {}
+        if self._identity != "service":
+            name_map(options, "GroupAccounts"), name_map(options, "UserAccounts")
         self.replica_urls = self._replica_urls_wanted(options)
 
     def _replica_urls_wanted(self, options) -> bool:
@@ -185,11 +192,49 @@ class RucioFileCatalogClient(FileCatalogClientBase):
 
     @property
     def catalog(self) -> RucioCatalog:
-        if self._catalog is None:
-            client = rucio_client(self._settings, self._policy)
-            self._catalog = RucioCatalog(client, LFNMapper(self.vo), schema=metadata_schema(self.options),
-                                         fields_did=fields_did(self.options))
-        return self._catalog
+        """The catalog core for this call: the service account's client, or (``Identity = caller``) the client of
+        the Rucio account of the proxy in use now (an agent may switch proxies between calls)."""
+        if self._identity == "service":
+            client = rucio_client(self._settings, policy=self._policy)
+        else:
+            settings, caller = settings_for_call(self.options)
+            client = rucio_client(settings, caller, self._policy)
+        catalog = self._catalogs.get(id(client))
+        if catalog is None or catalog.client is not client:
+            if len(self._catalogs) > 8:
+                self._catalogs.clear()
+            catalog = RucioCatalog(client, LFNMapper(self.vo), schema=metadata_schema(self.options),
+                                   fields_did=fields_did(self.options))
+            self._catalogs[id(client)] = catalog
+        return catalog
+
+    def hasAccess(self, paths, opType, **kwargs):
+        """DIRAC's ``hasAccess``. Read operations: allowed (Rucio checks its permissions itself). Writing operations:
+        what the server would refuse is a Failed entry naming the problem and the remedy (LFN form, DID name
+        schema, missing scope, closed dataset: ``RucioCatalog.write_access``), and so is a write outside the scopes
+        the Rucio account in use owns (unless it is an admin): Rucio's permission policy refuses the same writes on
+        the server in any case. DataManager asks this before it puts bytes on storage, so a refusal here keeps
+        another user's files intact. Refusals are logged as warnings too: DataManager answers only "Write access
+        not permitted" and DIRAC's FileCatalog drops a read method's S_ERROR message."""
+        if opType not in self.WRITE_METHODS and opType not in ("putAndRegister", "replicateAndRegister"):
+            return super().hasAccess(paths, opType)
+        result = lfn_method(lambda self, items: self._write_access(items, opType))(self, paths)
+        if result["OK"]:
+            for reason in result["Value"]["Failed"].values():
+                log.warn(f"{opType} refused", str(reason))
+        else:  # DIRAC's FileCatalog replaces this message by "Failed to perform hasAccess from any catalog"
+            log.error("hasAccess failed", result["Message"])
+        return result
+
+    def _write_access(self, lfns, operation) -> Bulk:
+        catalog = self.catalog
+        result = catalog.write_access(lfns, operation)
+        allowed = {lfn: catalog.mapper.to_did(lfn) for lfn in result.successful}
+        refused = write_refusals(account_rights(catalog.client), allowed, operation) if allowed else {}
+        for lfn, reason in refused.items():
+            del result.successful[lfn]
+            result.failed[lfn] = reason
+        return result
 
     def isOK(self, timeout=120):
         try:
@@ -199,19 +244,6 @@ class RucioFileCatalogClient(FileCatalogClientBase):
         return S_OK(True)
 
     # ------------------------------------------------------------------------------------------- reads
-    def hasAccess(self, paths, opType, **kwargs):
-        """Read operations: allowed (Rucio checks its permissions itself). Writing operations: what the server would
-        refuse is a Failed entry naming the problem and the remedy, also logged as a warning: DataManager
-        (putAndRegister asks this before uploading any byte) answers only "Write access not permitted" and DIRAC's
-        FileCatalog drops a read method's S_ERROR message, so the log is where a command's user reads why."""
-        if opType not in self.WRITE_METHODS and opType not in ("putAndRegister", "replicateAndRegister"):
-            return super().hasAccess(paths, opType)
-        result = lfn_method(lambda self, items: self.catalog.write_access(items, opType))(self, paths)
-        if result["OK"]:
-            for reason in result["Value"]["Failed"].values():
-                log.warn(f"{opType} refused", str(reason))
-        return result
-
     @lfn_method
     def exists(self, lfns):
         return self.catalog.exists(lfns)
