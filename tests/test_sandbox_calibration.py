@@ -93,5 +93,7 @@ def test_sandbox_jobs_get_their_runs_calibration_or_fail_before_the_payload(loca
 
     assert attributes[uncovered]["status"] == "Failed", attributes
     status = attributes[uncovered]["application_status"]
-    assert status.startswith("No calibration:") and "t0:1.0.0" in status and "run 200" in status, attributes
+    # the wrappers' failure status (issue 11): why, before the payload, naming the kind, the version and the run
+    assert status.startswith("Failed before the payload: no calibration") and "t0:1.0.0" in status \
+        and "run 200" in status, attributes
     assert not local_sandbox.dirac_client("rucio-files", scope, f"/km3net/{scope}/products/uncovered/*")["files"]

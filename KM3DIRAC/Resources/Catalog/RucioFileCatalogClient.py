@@ -116,16 +116,20 @@ NOT_CARRIED = {
                     "DFC metadata-query datasets are not carried: a KM3DIRAC dataset is a Rucio dataset, the "
                     "directory holding a run's files (createDataset, freezeDataset, getDatasetFiles, "
                     "resolveDataset)"),
+    **dict.fromkeys(("addMetadataSet", "getMetadataSet"),
+                    "DFC metadata sets (a metadata query stored under a name) are not carried: pass the query "
+                    "itself to findFilesByMetadata, or keep it in a train file (dirac-km3-train)"),
 }
 CONTRACT_READ_METHODS = ["getFileDetails", "getLFNForGUID", "getLFNForPFN", "getFileAncestors", "getFileDescendents",
-                         "getSEDump", "checkDataset", "getDatasets", "getDatasetParameters", "getDatasetAnnotation"]
+                         "getSEDump", "checkDataset", "getDatasets", "getDatasetParameters", "getDatasetAnnotation",
+                         "getMetadataSet"]
 CONTRACT_WRITE_METHODS = ["addFileAncestors", "setFileStatus", "setReplicaStatus", "setReplicaProblematic",
                           "setReplicaHost", "setDirectoryStatus", "createLink", "removeLink", "changePathMode",
                           "changePathOwner", "changePathGroup", "addDataset", "updateDataset", "addDatasetAnnotation",
                           "addUser", "deleteUser", "addGroup", "deleteGroup", "repairCatalog",
-                          "rebuildDirectoryUsage"]
-CONTRACT_NO_LFN_METHODS = ["getLFNForGUID", "addUser", "deleteUser", "addGroup", "deleteGroup", "repairCatalog",
-                           "rebuildDirectoryUsage"]
+                          "rebuildDirectoryUsage", "addMetadataSet"]
+CONTRACT_NO_LFN_METHODS = ["getLFNForGUID", "addMetadataSet", "getMetadataSet", "addUser", "deleteUser", "addGroup",
+                           "deleteGroup", "repairCatalog", "rebuildDirectoryUsage"]
 CONTRACT_ADMIN_METHODS = ["addUser", "deleteUser", "addGroup", "deleteGroup", "getUsers", "getGroups",
                           "getCatalogCounters", "repairCatalog", "rebuildDirectoryUsage"]
 
@@ -137,7 +141,7 @@ def not_carried(name: str, reason: str):
     message = f"{name}: not supported by KM3DIRAC's Rucio catalog: {reason}"
 
     def method(self, *args, **kwargs):
-        if name in CONTRACT_READ_METHODS and args:
+        if name in CONTRACT_READ_METHODS and name not in CONTRACT_NO_LFN_METHODS and args:
             keys, _, bad = _lfn_keys(args[0])
             return S_OK({"Successful": {}, "Failed": {**dict.fromkeys(keys, message), **bad}})
         return S_ERROR(errno.EOPNOTSUPP, message)
