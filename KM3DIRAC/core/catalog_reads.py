@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from KM3DIRAC.core.did_validation import DIDValidator, scope_cache_for
-from KM3DIRAC.core.errors import InvalidLFNError
 from KM3DIRAC.core.lfn import DID, LFNMapper
 from KM3DIRAC.core.replica_placement import prove_placement
 
@@ -74,19 +73,7 @@ class CatalogReads:
     def resolve(self, lfns: Iterable[Any], result: Bulk) -> dict[str, DID]:
         """Map LFNs to DIDs; malformed ones (and names Rucio's DID schema refuses, which would fail the whole
         request) go to ``result.failed`` with the reason."""
-        dids = {}
-        for lfn in lfns:
-            try:
-                did = self.mapper.to_did(lfn)
-            except InvalidLFNError as error:
-                result.failed[str(lfn)] = str(error)
-                continue
-            problem = self.validator.name_problem(lfn, did)
-            if problem:
-                result.failed[lfn] = problem
-            else:
-                dids[lfn] = did
-        return dids
+        return self.validator.check_names(lfns, result)
 
     def resolve_for_write(self, lfns: Iterable[Any], result: Bulk) -> dict[str, DID]:
         """:meth:`resolve` plus what only a writing call must know: the scope exists (else the remedy)."""

@@ -134,8 +134,9 @@ class DIDValidator:
             return f"{lfn}: character(s) {''.join(bad)!r} not allowed in a Rucio DID name: use {NAME_ALLOWED}"
         return f"{lfn}: a Rucio DID name must start with a letter, digit or /"
 
-    def check(self, lfns: Iterable[Any], result: FailureSink) -> dict[Any, DID]:
-        """``{lfn: DID}`` of the LFNs a writing call may send to the server; the others are Failed entries."""
+    def check_names(self, lfns: Iterable[Any], result: FailureSink) -> dict[Any, DID]:
+        """``{lfn: DID}`` of the LFNs whose form and DID name the server accepts (a name its schema refuses would fail
+        the whole request); the others are Failed entries with the reason."""
         dids: dict[Any, DID] = {}
         for lfn in lfns:
             try:
@@ -148,6 +149,12 @@ class DIDValidator:
                 result.failed[lfn] = problem
                 continue
             dids[lfn] = did
+        return dids
+
+    def check(self, lfns: Iterable[Any], result: FailureSink) -> dict[Any, DID]:
+        """``{lfn: DID}`` of the LFNs a writing call may send to the server (names as :meth:`check_names`, scopes
+        that exist); the others are Failed entries."""
+        dids = self.check_names(lfns, result)
         if dids:
             existing = self.scopes.existing(did.scope for did in dids.values())
             for lfn in [lfn for lfn, did in dids.items() if did.scope not in existing]:
