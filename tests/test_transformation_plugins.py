@@ -215,6 +215,13 @@ def test_runs_of_different_detectors_are_different_runs():
     assert [c.run for c in plan.chunks] == [RunKey(49, 10), RunKey(133, 10)]
 
 
+def test_by_run_cpu_budget_is_exact_for_decimal_parameters():
+    """36000 s at 3.6 s an event is 10000 events (binary floating point floors it to 9999): a 10000-event file of
+    exactly the budget makes a task instead of being left out as too big (issue 13, item 5)."""
+    assert by_run_cpu(cpu_time_per_task=36000, cpu_time_per_event=3.6).max_events == 10000
+    assert by_run_cpu(cpu_time_per_task=36000.0, cpu_time_per_event=3.7).max_events == 9729
+
+
 def test_bad_parameters_are_named():
     with pytest.raises(ChunkingError, match="GroupSize = 0"):
         by_run_files(0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from KM3DIRAC.core.errors import KM3DiracError
@@ -236,7 +237,9 @@ def by_run_cpu(cpu_time_per_task: float, cpu_time_per_event: float, max_files_pe
         raise ChunkingError(f"CPUTimePerEvent = {cpu_time_per_event}: ByRunCPU needs the CPU seconds one event takes")
     if cpu_time_per_task <= 0:
         raise ChunkingError(f"CPUTimePerTask = {cpu_time_per_task}: ByRunCPU needs a positive CPU time per job")
-    events = int(cpu_time_per_task // cpu_time_per_event)
+    # in decimal, as the parameters are written: in binary floating point 36000 // 3.6 is 9999, and a 10000-event file
+    # of exactly 36000 s would be left out as too big
+    events = int(Decimal(str(cpu_time_per_task)) // Decimal(str(cpu_time_per_event)))
     if events < 1:
         raise ChunkingError(f"CPUTimePerTask = {cpu_time_per_task} s is less than one event "
                             f"(CPUTimePerEvent = {cpu_time_per_event} s)")
