@@ -15,7 +15,7 @@ then ``ANALYZE``. Registering 1M files through the REST API would take about an 
 afterwards go through the same server, tables and indexes as rows Rucio inserted itself. Measured at each size:
 ``exists`` and the TransformationAgent's question, ``getReplicas`` without URLs, against raw rucio-clients calls
 (``get_metadata_bulk``; ``list_replicas``, the raw way to learn where each file is, on ``--raw-sample`` files of
-the same tables and compared per LFN; and the raw ``list_content`` + deep ``list_dataset_replicas`` calls KM3DIRAC
+the same tables and compared per LFN; and the raw deep ``list_dataset_replicas`` + ``list_files`` calls KM3DIRAC
 makes). Peak memory: the rise of this process's resident memory during the call (sampled every 20 ms).
 """
 
@@ -329,9 +329,9 @@ def _scale_benchmark(server: RucioServer, client, ours, counter: RequestCounter,
         return check
 
     def one_dataset(dataset: str) -> tuple[list[str], list[str]]:
-        names = [row["name"] for row in client.list_content(SCOPE, dataset)]
         complete = [row["rse"] for row in client.list_dataset_replicas(SCOPE, dataset, deep=True)
                     if row["available_length"] == row["length"]]
+        names = [row["name"] for row in client.list_files(SCOPE, dataset)]
         return names, complete
 
     def raw_dataset_calls() -> dict:

@@ -170,6 +170,22 @@ def dirac_cs(session_paths: Session, dirac_storages: list[LocalStorage], rucio_s
 
 
 @pytest.fixture
+def fc(dirac_cs):
+    """DIRAC's own ``FileCatalog()`` on the session's configuration (KM3DIRAC's Rucio catalog its only catalog)."""
+    from DIRAC.Resources.Catalog.FileCatalog import FileCatalog
+
+    return FileCatalog()
+
+
+@pytest.fixture
+def dm(dirac_cs):
+    """DIRAC's own ``DataManager()`` on the session's configuration."""
+    from DIRAC.DataManagementSystem.Client.DataManager import DataManager
+
+    return DataManager()
+
+
+@pytest.fixture
 def local_file(tmp_path: Path):
     """Write a file of ``size`` pseudo-random bytes and return its path."""
 

@@ -17,20 +17,6 @@ from KM3DIRAC.core.checksums import adler32_of_file
 pytestmark = pytest.mark.rucio
 
 
-@pytest.fixture
-def fc(dirac_cs):
-    from DIRAC.Resources.Catalog.FileCatalog import FileCatalog
-
-    return FileCatalog()
-
-
-@pytest.fixture
-def dm(dirac_cs):
-    from DIRAC.DataManagementSystem.Client.DataManager import DataManager
-
-    return DataManager()
-
-
 def _ok(result):
     assert result["OK"], result
     return result["Value"]

@@ -14,28 +14,6 @@ import pytest
 
 pytestmark = pytest.mark.rucio
 
-# DFC methods another branch of issue 10 implements (directory semantics and metadata): skipped here only while
-# this plugin does not list them; once listed they are checked like every other method.
-OTHER_BRANCH_METHODS = {
-    "getDirectoryMetadata", "getDirectoryReplicas", "getDirectoryContents", "getDirectoryDump", "addMetadataField",
-    "deleteMetadataField", "findDirectoriesByMetadata", "getReplicasByMetadata", "findFilesByMetadataDetailed",
-    "addMetadataSet", "getMetadataSet",
-}
-
-
-@pytest.fixture
-def fc(dirac_cs):
-    from DIRAC.Resources.Catalog.FileCatalog import FileCatalog
-
-    return FileCatalog()
-
-
-@pytest.fixture
-def dm(dirac_cs):
-    from DIRAC.DataManagementSystem.Client.DataManager import DataManager
-
-    return DataManager()
-
 
 @pytest.fixture
 def run_command(dirac_cs, tmp_path):
@@ -94,8 +72,6 @@ def test_every_dfc_method_is_implemented_not_an_rpc(dirac_cs, name):
 
     listed = set(RucioFileCatalogClient.READ_METHODS + RucioFileCatalogClient.WRITE_METHODS
                  + RucioFileCatalogClient.NO_LFN_METHODS + RucioFileCatalogClient.ADMIN_METHODS)
-    if name in OTHER_BRANCH_METHODS and name not in listed:
-        pytest.skip(f"{name}: directory/metadata branch of issue 10")
     assert name in listed, f"{name} missing from the plugin's method lists: FileCatalog raises AttributeError"
     owner = next(klass for klass in RucioFileCatalogClient.__mro__ if name in vars(klass))
     assert not isinstance(vars(owner)[name], partialmethodWithDoc), f"{name} would be an RPC ({owner.__name__})"
@@ -478,19 +454,11 @@ def test_file_commands_on_the_sandbox(local_sandbox, tmp_path):
     assert "Successfully uploaded" not in output
 
 
-def _needs_plugin_method(name: str) -> None:
-    from KM3DIRAC.Resources.Catalog.RucioFileCatalogClient import RucioFileCatalogClient
-
-    if not RucioFileCatalogClient.hasCatalogMethod(name):
-        pytest.skip(f"needs {name} (directory branch of issue 10)")
-
-
 @pytest.mark.sandbox
 def test_dirac_dms_user_lfns_on_the_sandbox(local_sandbox, tmp_path):
     """Issue 10: dirac-dms-user-lfns ended in a traceback (it asks getDirectoryDump; it needs a proxy: sandbox)."""
     import uuid
 
-    _needs_plugin_method("getDirectoryDump")
     scope = f"t{uuid.uuid4().hex[:12]}"
     seed = tmp_path / "seed.root"
     seed.write_bytes(os.urandom(20))
@@ -514,7 +482,6 @@ def test_dirac_dms_clean_directory_on_the_sandbox(local_sandbox, tmp_path):
     """Issue 10: dirac-dms-clean-directory ended in a traceback (it asks getDirectoryDump)."""
     import uuid
 
-    _needs_plugin_method("getDirectoryDump")
     scope = f"t{uuid.uuid4().hex[:12]}"
     source = tmp_path / "f.root"
     source.write_bytes(os.urandom(50))

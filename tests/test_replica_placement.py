@@ -19,13 +19,6 @@ FILES = MIN_FILES_PER_DATASET + 5
 DISK1, DISK2 = "KM3-DISK-1", "KM3-DISK-2"
 
 
-@pytest.fixture
-def fc(dirac_cs):
-    from DIRAC.Resources.Catalog.FileCatalog import FileCatalog
-
-    return FileCatalog()
-
-
 def _each(lfns, replicas):
     return {lfn: dict(replicas) for lfn in lfns}
 
@@ -88,6 +81,52 @@ def test_missing_replica_of_one_file_makes_the_dataset_unproven(fc, rucio_client
     expected = _each(lfns, {DISK1: True})
     expected[lfns[0]] = {}
     assert fast == slow == {"Successful": expected, "Failed": {}}
+
+
+def test_bad_replica_of_one_file_makes_the_dataset_unproven(fc, rucio_client, scope_factory):
+    """A replica declared BAD (DIRAC status Trash) is no AVAILABLE one: DISK-1 then holds 24 of 25, unknown which."""
+    scope = scope_factory()
+    lfns = _run(fc, scope)
+    assert lfns[7] in _ok(fc.setReplicaStatus({lfns[7]: {"SE": DISK1, "Status": "Trash"}}))["Successful"]
+    placement = _proven(rucio_client, scope, lfns)
+    assert not placement.proven and len(placement.unproven) == FILES
+    fast, slow = _placement(fc, lfns)
+    expected = _each(lfns, {DISK1: True})
+    expected[lfns[7]] = {}
+    assert fast == slow == {"Successful": expected, "Failed": {}}
+
+
+def test_files_of_a_directory_that_first_held_a_subdirectory_are_proven_in_its_companion_dataset(
+        fc, rucio_client, scope_factory):
+    """``/raw/run1`` is a CONTAINER (its first content was ``run1/sub``): its own files live in the DATASET ``run1/``
+    (KM3DIRAC/core/catalog_directories.py), which the proof then reads; a file detached from it is not proven."""
+    scope = scope_factory()
+    sub = f"/km3net/{scope}/raw/run1/sub/first.root"
+    _ok(fc.addFile({sub: {"PFN": "", "Size": 10, "SE": DISK2, "GUID": "", "Checksum": "0000abcd"}}))
+    lfns = _run(fc, scope)
+    assert rucio_client.get_metadata(scope, f"/km3net/{scope}/raw/run1")["did_type"] == "CONTAINER"
+    companion = f"/km3net/{scope}/raw/run1/"
+    assert rucio_client.get_metadata(scope, companion)["did_type"] == "DATASET"
+    placement = _proven(rucio_client, scope, lfns)
+    assert not placement.unproven and set(map(tuple, placement.proven.values())) == {(DISK1,)}
+    fast, slow = _placement(fc, [*lfns, sub])
+    assert fast == slow == {"Successful": {**_each(lfns, {DISK1: True}), sub: {DISK2: True}}, "Failed": {}}
+    rucio_client.detach_dids(scope, companion, [{"scope": scope, "name": lfns[0]}])
+    placement = _proven(rucio_client, scope, lfns)
+    assert placement.unproven == [DID(scope, lfns[0])] and len(placement.proven) == FILES - 1
+
+
+def test_dataset_complete_nowhere_is_not_listed(fc, rucio_client, scope_factory, monkeypatch):
+    """A run dataset no RSE holds whole proves nothing, so its file list is not even asked for."""
+    scope = scope_factory()
+    lfns = _run(fc, scope)
+    rucio_client.update_replicas_states(DISK1, [{"scope": scope, "name": lfns[0], "state": "U"}])
+    listed = []
+    real_list_files = rucio_client.__class__.list_files
+    monkeypatch.setattr(rucio_client.__class__, "list_files",
+                        lambda self, *args, **kwargs: listed.append(args) or real_list_files(self, *args, **kwargs))
+    assert not _proven(rucio_client, scope, lfns).proven
+    assert listed == []
 
 
 def test_rule_not_ok_does_not_count_and_the_complete_copy_does(fc, rucio_client, scope_factory):
@@ -190,3 +229,33 @@ def test_transformation_agents_question_takes_the_fast_route(catalog_pfns_unused
     assert asked_per_file == []  # proven per dataset: no file asked one by one
     with_urls = _ok(fc.getReplicas(lfns[:2], getUrl=True))["Successful"]
     assert all(url.startswith("file://") for reps in with_urls.values() for url in reps.values()), with_urls
+
+
+LFN_FORMS = [
+    "/km3net/raw/run1/sub/f.root", "/km3net/user/k/km3user/a.root", "/km3net/user/k/km3user/sub/f",
+    "/km3net/user/k/x/a",
+    "/km3net/user/x/name/f", "/km3net/user/x/x", "/km3net/s/a/b/..", "/km3net/s/a/b/.", "/km3net/s/./b/c",
+    "/km3net/s/a/../c/d", "/km3net/s//a/b/c", "/km3net/s/a//b/c", "/km3net/s/a/b/c*", "/km3net/s/a/b/c\x01",
+    "/km3net/s/a/b\x01/c", "/km3net/s:flat/a/b/c", "/km3net/s/a/b/c:d", "/km3net/s/a/b/" + "x" * 260,
+    "/km3net/s/a/b/c/", "/km3net/bad scope/a/b/c", "/other/s/a/b/c", "s:name", 5, "/km3net/" + "y" * 30 + "/a/b/c",
+]
+
+
+def test_lfns_checked_once_per_directory_map_as_one_by_one():
+    """LFNMapper.to_dids (getReplicas of a million LFNs checks each directory once) answers what to_did does."""
+    from KM3DIRAC.core.errors import InvalidLFNError
+    from KM3DIRAC.core.lfn import LFNMapper
+
+    mapper = LFNMapper()
+
+    def one_by_one(lfn):
+        try:
+            return mapper.to_did(lfn)
+        except InvalidLFNError as error:
+            return str(error)
+
+    many = [f"/km3net/raw/run{i % 3}/f{i}.root" for i in range(30)]
+    answers = {repr(lfn): str(did) if isinstance(did, InvalidLFNError) else did
+               for lfn, did in mapper.to_dids([*LFN_FORMS, *many, *LFN_FORMS])}
+    assert answers == {repr(lfn): one_by_one(lfn) for lfn in [*LFN_FORMS, *many]}
+    assert sum(isinstance(one_by_one(lfn), str) for lfn in LFN_FORMS) >= 15  # the refused forms are in the list

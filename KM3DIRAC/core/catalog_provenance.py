@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from KM3DIRAC.core.catalog_reads import FILE, NO_SUCH_FILE, Bulk, chunks
@@ -76,6 +76,17 @@ class CatalogProvenance(CatalogWrites):
     # ------------------------------------------------------------------------------------------- ancestors
     def file_ancestors(self, lfns: dict[str, Any], depths: Any = 1) -> Bulk:
         """``{lfn: {ancestor: depth}}`` for the ancestors at the wanted ``depths`` (DFC ``getFileAncestors``)."""
+        return self._walk(lfns, depths, self._parents_of)
+
+    def _parents_of(self, generation: set[str]) -> dict[str, list[str]]:
+        dids = self._dids_of(generation)
+        free = self.json_metadata(dids.values()) if dids else {}
+        return {item: parents_of(free.get(did, {}).get(PARENTS_KEY)) for item, did in dids.items()}
+
+    def _walk(self, lfns: dict[str, Any], depths: Any,
+              neighbours_of: Callable[[set[str]], Mapping[str, Iterable[str]]]) -> Bulk:
+        """``{lfn: {relative: depth}}``: one generation a step, each asked in bulk for all asked files at once;
+        a relative keeps the depth it was first reached at."""
         kept, walk = wanted_depths(depths)
         result, files, _ = self._files_only(lfns)
         found: dict[str, dict[str, int]] = {lfn: {} for lfn in files}
@@ -84,18 +95,16 @@ class CatalogProvenance(CatalogWrites):
             generation = {item for items in frontier.values() for item in items}
             if not generation:
                 break
-            dids = self._dids_of(generation)
-            free = self.json_metadata(dids.values()) if dids else {}
-            parents = {item: parents_of(free.get(did, {}).get(PARENTS_KEY)) for item, did in dids.items()}
+            neighbours = neighbours_of(generation)
             next_frontier: dict[str, set[str]] = {}
             for lfn, items in frontier.items():
-                upward = {parent for item in items for parent in parents.get(item, [])} - set(found[lfn]) - {lfn}
-                for parent in upward:
-                    found[lfn][parent] = depth
-                next_frontier[lfn] = upward
+                reached = {other for item in items for other in neighbours.get(item, ())} - set(found[lfn]) - {lfn}
+                for other in reached:
+                    found[lfn][other] = depth
+                next_frontier[lfn] = reached
             frontier = next_frontier
         for lfn in files:
-            result.successful[lfn] = {a: d for a, d in found[lfn].items() if kept is None or d in kept}
+            result.successful[lfn] = {other: d for other, d in found[lfn].items() if kept is None or d in kept}
         return result
 
     def _dids_of(self, items: Iterable[str]) -> dict[str, DID]:
@@ -110,25 +119,7 @@ class CatalogProvenance(CatalogWrites):
     # ------------------------------------------------------------------------------------------- descendants
     def file_descendants(self, lfns: dict[str, Any], depths: Any = 1) -> Bulk:
         """``{lfn: {descendant: depth}}`` (DFC ``getFileDescendents``): files naming it in their parents."""
-        kept, walk = wanted_depths(depths)
-        result, files, _ = self._files_only(lfns)
-        found: dict[str, dict[str, int]] = {lfn: {} for lfn in files}
-        frontier: dict[str, set[str]] = {lfn: {lfn} for lfn in files}
-        for depth in range(1, walk + 1):
-            generation = {item for items in frontier.values() for item in items}
-            if not generation:
-                break
-            children = self._children_of(generation)
-            next_frontier: dict[str, set[str]] = {}
-            for lfn, items in frontier.items():
-                downward = {child for item in items for child in children.get(item, ())} - set(found[lfn]) - {lfn}
-                for child in downward:
-                    found[lfn][child] = depth
-                next_frontier[lfn] = downward
-            frontier = next_frontier
-        for lfn in files:
-            result.successful[lfn] = {d: depth for d, depth in found[lfn].items() if kept is None or depth in kept}
-        return result
+        return self._walk(lfns, depths, self._children_of)
 
     def _children_of(self, parents: set[str]) -> dict[str, set[str]]:
         """``{parent: {child LFNs}}`` over every scope: a LIKE match in bulk, then the exact parent list."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from KM3DIRAC.core.errors import InvalidLFNError
@@ -99,21 +99,22 @@ _rse_caches: dict[int, RSECache] = {}
 _caches_lock = threading.Lock()
 
 
-def rse_cache_for(client: Any) -> RSECache:
+def _cache_for(caches: dict[int, Any], client: Any, make: Callable[[Any], Any]) -> Any:
     with _caches_lock:
-        cache = _rse_caches.get(id(client))
-        if cache is None or cache.client is not client:
-            cache = _rse_caches[id(client)] = RSECache(client)
+        cache = caches.get(id(client))
+        if cache is None or cache.client is not client:  # a new client reusing a dead one's id
+            cache = caches[id(client)] = make(client)
         return cache
+
+
+def rse_cache_for(client: Any) -> RSECache:
+    """One :class:`RSECache` per rucio client object."""
+    return _cache_for(_rse_caches, client, RSECache)
 
 
 def scope_cache_for(client: Any) -> ScopeCache:
     """One :class:`ScopeCache` per rucio client object (the adapter keeps one client per process)."""
-    with _caches_lock:
-        cache = _caches.get(id(client))
-        if cache is None or cache.client is not client:
-            cache = _caches[id(client)] = ScopeCache(client)
-        return cache
+    return _cache_for(_caches, client, ScopeCache)
 
 
 class DIDValidator:
@@ -138,11 +139,9 @@ class DIDValidator:
         """``{lfn: DID}`` of the LFNs whose form and DID name the server accepts (a name its schema refuses would fail
         the whole request); the others are Failed entries with the reason."""
         dids: dict[Any, DID] = {}
-        for lfn in lfns:
-            try:
-                did = self.mapper.to_did(lfn)
-            except InvalidLFNError as error:
-                result.failed[str(lfn)] = str(error)
+        for lfn, did in self.mapper.to_dids(lfns):
+            if isinstance(did, InvalidLFNError):
+                result.failed[str(lfn)] = str(did)
                 continue
             problem = self.name_problem(lfn, did)
             if problem:

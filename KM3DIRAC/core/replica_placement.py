@@ -2,22 +2,31 @@
 
 Rucio's ``list_replicas`` costs a few milliseconds a file on the server (it builds a URL per replica): an hour for a
 1M-file transformation. When the caller needs only *which* RSEs hold a file (DIRAC's TransformationAgent asks
-``getReplicasForJobs(lfns, getUrl=False)``), the answer can be had per dataset:
+``getReplicasForJobs(lfns, getUrl=False)``), the answer can be had per dataset, in two calls:
 
-- ``list_content`` gives the files attached to the dataset (N of them);
 - ``list_dataset_replicas(deep=True)`` counts, per RSE, the dataset's files with an AVAILABLE replica there, from
-  Rucio's replicas table (not the rule, not the collection-replica cache, so nothing stale).
+  Rucio's replicas table (not the rule, not the collection-replica cache, so nothing stale), and how many files
+  are attached (N);
+- only when some readable RSE counts N: ``list_files`` gives the files attached to the dataset (its contents rows).
 
 An RSE counting N holds an AVAILABLE replica of every attached file; an RSE counting 0 holds none. An RSE counting
 0 < k < N holds some, unknown which: the dataset then proves nothing and its files are left to the per-file path,
 as are files not attached to the dataset tried for them, datasets whose count disagrees with the listing (a file
-attached in between), RSEs appearing twice (archive constituents) and files whose dataset is complete nowhere (the
-per-file path then tells an existing file without replicas from a removed one). Only AVAILABLE replicas are
-counted, so this answers ``allStatus=False`` questions only.
+attached or detached in between), RSEs appearing twice (archive constituents) and files whose dataset is complete
+nowhere (the per-file path then tells an existing file without replicas from a removed one). A directory that also
+holds sub-directories keeps its files in its companion DATASET ``D/`` (:mod:`KM3DIRAC.core.catalog_directories`),
+tried when ``D`` counts no file replica. Only AVAILABLE replicas are counted, so this answers ``allStatus=False``
+questions only.
+
+Not used as proof: Rucio's collection replicas (``list_dataset_replicas_bulk``, non-deep ``list_dataset_replicas``)
+are a cache that only the abacus-collection-replica daemon and replica deletion update: a replica declared BAD or
+UNAVAILABLE leaves ``available_length`` as it was. Nor the dataset's rules (an OK rule stays OK when a replica is
+declared bad until the judge repairs it).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -34,6 +43,8 @@ MIN_FILES_PER_DATASET = 20
 FILE_TYPES = ("FILE", "F")
 # datasets asked at once: the two calls per dataset are mostly waiting (measured 2x faster with 4 on 2 cores)
 PARALLEL_DATASETS = 4
+#: the (scope, name) of the files attached to a dataset
+Members = set[tuple[str, str]]
 
 
 @dataclass
@@ -48,8 +59,12 @@ def parent_dataset(did: DID) -> DID | None:
     """The dataset a KM3DIRAC file DID is normally attached to: its name's parent directory, same scope."""
     if not did.name.startswith("/"):
         return None  # a flat name (plain ``rucio upload``): no directory to try
-    parent = did.name.rsplit("/", 1)[0]
-    return DID(did.scope, parent) if parent.count("/") >= 3 else None  # /<vo>/<scope>/<dir>...
+    return _directory_dataset(did.scope, did.name.rpartition("/")[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _directory_dataset(scope: str, directory: str) -> DID | None:
+    return DID(scope, directory) if directory.count("/") >= 3 else None  # /<vo>/<scope>/<dir>...
 
 
 def readable_rses(client: Any) -> Callable[[str], bool]:
@@ -86,16 +101,13 @@ def prove_placement(client: Any, dids: Iterable[DID],
         futures = {dataset: pool.submit(_complete_rses, client, dataset, readable) for dataset in eligible}
         proofs = {dataset: future.result() for dataset, future in futures.items()}
     for dataset, wanted in by_dataset.items():
-        if dataset not in proofs:
+        proof = proofs.get(dataset)
+        if proof is None:
             placement.unproven.extend(wanted)
             continue
-        complete_at = proofs[dataset]
-        if complete_at is None:
-            placement.unproven.extend(wanted)
-            continue
-        members, rses = complete_at
+        members, rses = proof
         for did in wanted:
-            if did in members:
+            if (did.scope, did.name) in members:
                 placement.proven[did] = rses
             else:
                 placement.unproven.append(did)
@@ -104,28 +116,62 @@ def prove_placement(client: Any, dids: Iterable[DID],
     return placement
 
 
-def _complete_rses(client: Any, dataset: DID, readable: Callable[[str], bool]) -> tuple[set[DID], list[str]] | None:
-    """(attached files, readable RSEs holding all of them) or None when the dataset proves nothing."""
+def _complete_rses(client: Any, dataset: DID, readable: Callable[[str], bool]) -> tuple[Members, list[str]] | None:
+    """(attached files, readable RSEs holding all of them) or None when the dataset proves nothing. A directory
+    that also holds sub-directories keeps its files in the companion DATASET ``D/``
+    (:mod:`KM3DIRAC.core.catalog_directories`): tried when ``D`` itself counts no file replica anywhere."""
+    for holder in (dataset, DID(dataset.scope, dataset.name + "/")):
+        counted = _rse_counts(client, holder)
+        if counted is None:
+            return None  # proves nothing (see the module's docstring)
+        if counted[1]:
+            break
+    else:
+        return None  # neither holds a replica of any file: the per-file path tells what they are
+    count, complete = counted
+    complete = sorted(rse for rse in complete if readable(rse))
+    if not complete:
+        return None  # only paid for the listing where it proves something
+    members = _members(client, holder)
+    if members is None or len(members) != count:
+        return None  # a file attached or detached between the two calls, or not a dataset
+    return members, complete
+
+
+def _rse_counts(client: Any, holder: DID) -> tuple[int, list[str]] | None:
+    """(files attached, RSEs holding an AVAILABLE replica of each) from Rucio's replicas table; ``(n, [])`` when
+    no RSE holds any of them (or the holder does not exist); None when some RSE holds some, unknown which."""
     from rucio.common.exception import DataIdentifierNotFound, ScopeNotFound
 
     try:
-        content = list(client.list_content(dataset.scope, dataset.name))
+        rows = list(client.list_dataset_replicas(holder.scope, holder.name, deep=True))
     except (DataIdentifierNotFound, ScopeNotFound):
-        return None
-    if not content or any(str(row.get("type", "")).upper() not in FILE_TYPES for row in content):
-        return None  # empty, or a container
-    members = {DID(row["scope"], row["name"]) for row in content}
-    count = len(content)
+        return 0, []
     complete: list[str] = []
     seen: set[str] = set()
-    for row in client.list_dataset_replicas(dataset.scope, dataset.name, deep=True):
+    lengths = {int(row.get("length") or 0) for row in rows}
+    if len(lengths) > 1:
+        return None
+    count = lengths.pop() if lengths else 0
+    for row in rows:
         rse, available = row["rse"], int(row.get("available_length") or 0)
-        if rse in seen or int(row.get("length") or 0) != count:
-            return None  # archive constituents counted apart, or files attached since the listing
+        if rse in seen:
+            return None  # archive constituents counted apart
         seen.add(rse)
         if available == count:
             complete.append(rse)
         elif available:
             return None  # some files there, unknown which
-    complete = sorted(rse for rse in complete if readable(rse))
-    return (members, complete) if complete else None
+    return count, complete
+
+
+def _members(client: Any, dataset: DID) -> Members | None:
+    """The files attached to ``dataset``: Rucio's ``list_files``, which reads the contents rows 500 at a time on the
+    server (``list_content`` loads them as ORM objects 5 at a time: 3-4x the server time a file). Only asked of a
+    collection whose contents have file replicas, so a dataset (containers hold collections, which have none)."""
+    from rucio.common.exception import DataIdentifierNotFound, ScopeNotFound
+
+    try:
+        return {(row["scope"], row["name"]) for row in client.list_files(dataset.scope, dataset.name)}
+    except (DataIdentifierNotFound, ScopeNotFound):
+        return None
