@@ -118,6 +118,24 @@ def _site_settings(sandbox: RunningSandbox) -> None:
     kill_job_agent(sandbox)
 
 
+@contextlib.contextmanager
+def catalog_options_for_new_jobs(sandbox: RunningSandbox, **options: str):
+    """Catalog options (``Attempts="2"`` ...) in the sandbox's dirac.cfg for the jobs that start meanwhile (each
+    reads it as it starts); the suite's own values again on leaving."""
+    from diraccfg import CFG
+
+    cfg_file = sandbox.paths.layout.dirac_cfg
+    before = cfg_file.read_text()
+    cfg = CFG().loadFromBuffer(before)
+    for option, value in options.items():
+        cfg.setOption(f"/Resources/FileCatalogs/RucioFileCatalog/{option}", value)
+    cfg.writeToFile(str(cfg_file))
+    try:
+        yield
+    finally:
+        cfg_file.write_text(before)
+
+
 # -- the sandbox's processes ----------------------------------------------------------------------------------------
 def component(sandbox: RunningSandbox, name: str) -> ComponentRecord:
     state = SandboxState.load(sandbox.directory)

@@ -297,6 +297,17 @@ def application_history(job_id: str) -> dict:
     return {"application_status": [row[2] for row in result["Value"]]}
 
 
+def job_requests(*job_ids: str) -> dict:
+    """The RMS request of each job that has one (what its JobWrapper left) and the request's status."""
+    from DIRAC.RequestManagementSystem.Client.ReqClient import ReqClient
+
+    client = ReqClient()
+    found = _value(client.getRequestIDsForJobs([int(job_id) for job_id in job_ids]), "getRequestIDsForJobs")
+    return {"requests": {str(job_id): {"request_id": request_id,
+                                       "status": _value(client.getRequestStatus(request_id), "getRequestStatus")}
+                         for job_id, request_id in found["Successful"].items()}}
+
+
 ACTIONS = {
     "leave-pending-registration": leave_pending_registration,
     "upload-km3net-file": upload_km3net_file,
@@ -315,6 +326,7 @@ ACTIONS = {
     "suspicious": suspicious,
     "jobs": jobs,
     "application-history": application_history,
+    "job-requests": job_requests,
 }
 #: actions of rucio-clients alone: no DIRAC configuration to load (the fault suite calls them often)
 RUCIO_ONLY_ACTIONS = ("add-scope", "upload-km3net-file", "rucio-files", "inputs-with-two-replicas", "replicas",
