@@ -11,11 +11,8 @@ concurrently.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,7 +26,6 @@ from KM3DIRAC.sandbox.state import ComponentRecord, SandboxState, is_alive, proc
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = ROOT / ".work" / "test-results" / "faults.txt"
-FAULT_CLIENTS = Path(__file__).with_name("fault_clients.py")
 FINAL_STATES = ("Done", "Failed", "Killed")
 #: what a site sets in its CS for jobs to ride out short outages (ConfigTemplate.cfg documents the options)
 #: (worst case of one call: 8 x 3 s + 2 + 4 + 5 x 8 s = 70 s: a restarted Rucio server needs ~20 s to answer here)
@@ -122,6 +118,24 @@ def _site_settings(sandbox: RunningSandbox) -> None:
     kill_job_agent(sandbox)
 
 
+@contextlib.contextmanager
+def catalog_options_for_new_jobs(sandbox: RunningSandbox, **options: str):
+    """Catalog options (``Attempts="2"`` ...) in the sandbox's dirac.cfg for the jobs that start meanwhile (each
+    reads it as it starts); the suite's own values again on leaving."""
+    from diraccfg import CFG
+
+    cfg_file = sandbox.paths.layout.dirac_cfg
+    before = cfg_file.read_text()
+    cfg = CFG().loadFromBuffer(before)
+    for option, value in options.items():
+        cfg.setOption(f"/Resources/FileCatalogs/RucioFileCatalog/{option}", value)
+    cfg.writeToFile(str(cfg_file))
+    try:
+        yield
+    finally:
+        cfg_file.write_text(before)
+
+
 # -- the sandbox's processes ----------------------------------------------------------------------------------------
 def component(sandbox: RunningSandbox, name: str) -> ComponentRecord:
     state = SandboxState.load(sandbox.directory)
@@ -210,7 +224,5 @@ def kill_job_agent(sandbox: RunningSandbox) -> list[int]:
 
 # -- Rucio and DIRAC as the sandbox's user ---------------------------------------------------------------------------
 def fault_client(sandbox: RunningSandbox, action: str, *arguments: str, timeout: float = 180) -> dict:
-    result = subprocess.run([sys.executable, str(FAULT_CLIENTS), action, *arguments], env=sandbox.user_env(),
-                            capture_output=True, text=True, timeout=timeout, check=False)
-    assert result.returncode == 0, f"{action} failed:\n{result.stdout}\n{result.stderr}"
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    """An action of ``sandbox_clients.py`` as the sandbox's user (what every sandbox test uses)."""
+    return sandbox.dirac_client(action, *arguments, timeout=timeout)

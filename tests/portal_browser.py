@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import JavascriptException, StaleElementReferenceException, WebDriverException
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    JavascriptException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -136,6 +141,14 @@ class PortalBrowser:
 
         self.wait_for(click, f"a row with {column} = {value!r} to click")
 
+    def click_when_unmasked(self, selector: str, what: str) -> None:
+        """Click the element ``selector`` (CSS), again while the page's load mask intercepts the click."""
+        def click():
+            self.driver.find_element(By.CSS_SELECTOR, selector).click()
+            return True
+
+        self.wait_for(click, what)
+
     def choose_in_selector(self, label: str, value: str) -> None:
         """Pick ``value`` in the drop-down selector ``label`` of an app's left panel (Operation Type ...)."""
         field_id = self.wait_for(lambda: self.driver.execute_script(
@@ -144,7 +157,7 @@ class PortalBrowser:
             " return c.isVisible(true) && c.fieldLabel == wanted; });"
             "return f.length ? f[0].getId() : null;", label),
             f"the selector {label!r}")
-        self.driver.find_element(By.CSS_SELECTOR, f"#{field_id} .x-form-trigger").click()
+        self.click_when_unmasked(f"#{field_id} .x-form-trigger", f"the selector {label!r} to open")
         item = self.wait_for(lambda: [i for i in self.driver.find_elements(By.CSS_SELECTOR, "li.x-boundlist-item")
                                       if i.is_displayed() and i.text.strip() == value],
                              f"{value!r} in the selector {label!r}")
@@ -249,7 +262,7 @@ return trees.length ? trees[0].getId() : null;
             " return c.fieldName == wanted && c.isVisible(true); });"
             "return blocks.length ? blocks[blocks.length - 1].items.getAt(2).getId() : null;", field),
             f"the drop-down of {field!r}")
-        self.driver.find_element(By.CSS_SELECTOR, f"#{box_id} .x-form-trigger").click()
+        self.click_when_unmasked(f"#{box_id} .x-form-trigger", f"the drop-down of {field!r} to open")
         items = self.wait_for(lambda: [i for i in self.driver.find_elements(By.CSS_SELECTOR, "li.x-boundlist-item")
                                        if i.is_displayed() and i.text.strip() == value],
                               f"{value!r} among the values of {field!r}",
@@ -277,7 +290,8 @@ return trees.length ? trees[0].getId() : null;
         while time.monotonic() < deadline:
             try:
                 value = check()
-            except (JavascriptException, StaleElementReferenceException):
+            # a click meeting the page's load mask (a slow request, a loaded machine) is tried again
+            except (JavascriptException, StaleElementReferenceException, ElementClickInterceptedException):
                 value = None
             if value:
                 return value

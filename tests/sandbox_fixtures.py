@@ -30,19 +30,21 @@ class RunningSandbox:
     def paths(self) -> SandboxPaths:
         return SandboxPaths(self.directory)
 
-    def user_env(self) -> dict[str, str]:
-        return user_environment(self.paths)
+    def user_env(self, as_identity: str = "user") -> dict[str, str]:
+        """The environment of ``dirac-km3-sandbox env --as <as_identity>`` (default: the sandbox's user)."""
+        return user_environment(self.paths, as_identity)
 
-    def run(self, *command: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
-        """Run an installed command (``dirac-wms-job-submit`` ...) as the sandbox's user would."""
-        return subprocess.run([str(BIN / command[0]), *command[1:]], env=self.user_env(), cwd=cwd,
+    def run(self, *command: str, timeout: float = 120, cwd: Path | None = None,
+            as_identity: str = "user") -> subprocess.CompletedProcess:
+        """Run an installed command (``dirac-wms-job-submit`` ...) as the sandbox's user (or ``as_identity``)."""
+        return subprocess.run([str(BIN / command[0]), *command[1:]], env=self.user_env(as_identity), cwd=cwd,
                               capture_output=True, text=True, timeout=timeout, check=False)
 
-    def dirac_client(self, action: str, *arguments: str, timeout: float = 120) -> dict:
+    def dirac_client(self, action: str, *arguments: str, timeout: float = 120, as_identity: str = "user") -> dict:
         """Run an action of ``sandbox_clients.py`` (DIRAC's Python clients) as the user; its JSON result."""
         command = [sys.executable, str(CLIENTS_SCRIPT), action, *arguments]
-        result = subprocess.run(command, env=self.user_env(), capture_output=True, text=True, timeout=timeout,
-                                check=False)
+        result = subprocess.run(command, env=self.user_env(as_identity), capture_output=True, text=True,
+                                timeout=timeout, check=False)
         assert result.returncode == 0, f"{action} failed:\n{result.stdout}\n{result.stderr}"
         return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -25,6 +25,7 @@ import pytest
 from fault_harness import (
     TRIALS,
     TrialCounts,
+    catalog_options_for_new_jobs,
     fault_client,
     hung_component,
     kill_job_agent,
@@ -37,6 +38,11 @@ pytestmark = [pytest.mark.faults, pytest.mark.sandbox]
 PAYLOAD = Path(__file__).parent / "payloads" / "fault_payload.py"
 TRIALS_PER_FAULT = 3
 READY_TIMEOUT = 240
+#: the sandbox's FailoverRequestDelay (1 min) and a few RequestExecutingAgent cycles
+DEFERRED_TIMEOUT = 150
+#: a request stays Assigned this long at the most while a live RequestExecutingAgent holds it (its KM3RegisterOutputs
+#: time-out, 30 s + 2 s a file): the agent is killed before
+ASSIGNED_KILL_WITHIN = 20
 FINAL_TIMEOUT = 300
 OUTAGE_SECONDS = 6
 STATUS_CHECK_SECONDS = 10
@@ -215,6 +221,73 @@ def test_rucio_hung_while_jobs_register(fault_sandbox, work):
     assert all(t.registered == t.produced == 2 for t in counts), counts
     log = trials.job_log(counts[0].job_id)  # the job met the silent server: a call timed out and was tried again
     assert re.search(r"Rucio \w+: .*timed out.*; try 2 of 8", log), log
+
+
+def _requests(sandbox: RunningSandbox, trials: Trials) -> dict[str, dict]:
+    return fault_client(sandbox, "job-requests", *trials.job_ids)["requests"]
+
+
+def _poll(what: str, timeout: float, check: Callable[[], bool], pause: float = 1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(pause)
+    pytest.fail(f"{what} after {timeout} s")
+
+
+def test_rucio_out_beyond_the_retry_window_then_request_agent_killed_mid_request(fault_sandbox, work):
+    """Rucio stops answering (SIGSTOP) for longer than the jobs' retry window (Timeout 3 s, Attempts 2 for these
+    jobs) as the payloads end: the outputs stay on storage and each job leaves a KM3RegisterOutputs request
+    (Completed / Registration pending). Still without Rucio, the RequestExecutingAgent takes the requests after
+    FailoverRequestDelay (Assigned) and is killed (SIGKILL) mid-request, then started again; Rucio answers again.
+    KM3CleanReqDBAgent puts the requests it left Assigned back after KickGraceMinutes (1 min in the sandbox), the
+    agent registers the outputs and the jobs reach Done."""
+    left_assigned: dict[str, dict] = {}
+
+    def during(trials: Trials) -> None:
+        with hung_component(fault_sandbox, "Rucio server"):
+            trials.release()
+            _poll("jobs not deferred (Completed / Registration pending)", DEFERRED_TIMEOUT, lambda: all(
+                (row["status"], row["application_status"]) == ("Completed", "Registration pending")
+                for row in trials.statuses().values()), pause=3)
+            requests = _requests(fault_sandbox, trials)
+            assert sorted(requests) == sorted(trials.job_ids), requests  # one request a job
+            first_assigned: list[float] = []
+
+            def assigned() -> bool:
+                taken = {job: row for job, row in _requests(fault_sandbox, trials).items()
+                         if row["status"] == "Assigned"}
+                if taken and not first_assigned:
+                    first_assigned.append(time.monotonic())
+                left_assigned.clear()
+                left_assigned.update(taken)
+                return len(taken) == len(trials.job_ids) or \
+                    (bool(first_assigned) and time.monotonic() - first_assigned[0] > ASSIGNED_KILL_WITHIN)
+
+            _poll("no request taken (Assigned) by the RequestExecutingAgent", DEFERRED_TIMEOUT, assigned)
+            with stopped_component(fault_sandbox, "RequestManagement/RequestExecutingAgent", signal.SIGKILL):
+                pass
+        after_restart = _requests(fault_sandbox, trials)
+        assert all(after_restart[job]["status"] == "Assigned" for job in left_assigned), after_restart
+
+    with catalog_options_for_new_jobs(fault_sandbox, Attempts="2"):
+        trials = Trials(fault_sandbox, work, "rucio_out_rea_killed", f"f{uuid.uuid4().hex[:10]}")
+        trials.wait_until_ready()
+    during(trials)
+    statuses = trials.wait_until_final()
+    counts = trials.count(statuses)
+    _assert_nothing_lost_and_all_final(counts, statuses)
+    assert left_assigned, "the RequestExecutingAgent was killed holding no request: the trial proved nothing"
+    assert all(t.registered == t.produced == 2 and t.status == "Done" for t in counts), counts
+    final = _requests(fault_sandbox, trials)
+    assert all(final[job]["status"] == "Done" for job in left_assigned), final
+    kicked = fault_sandbox.paths.log("RequestManagement/KM3CleanReqDBAgent").read_text()
+    for row in left_assigned.values():  # put back by KM3CleanReqDBAgent, not by anything else
+        assert f"kick assigned request ({row['request_id']}/" in kicked, kicked[-3000:]
+    print(f"rucio_out_rea_killed: {len(left_assigned)} requests left Assigned by the killed agent, put back and done")
+    history = fault_client(fault_sandbox, "application-history", counts[0].job_id)["application_status"]
+    assert "Registration pending" in history, history
 
 
 def test_mariadb_restarted_while_jobs_run(fault_sandbox, work):

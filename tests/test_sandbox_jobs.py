@@ -125,7 +125,7 @@ def test_a_job_with_a_bad_output_se_fails_before_its_payload_and_says_why(local_
     assert attributes["application_status"] == \
         "Failed before the payload: KM3OutputSE NO-SUCH-RSE: no such RSE in Rucio", attributes
     # the payload never started: the job's ApplicationStatus history has no "Running"
-    answer = subprocess.run([sys.executable, str(ROOT / "tests" / "fault_clients.py"), "application-history", job_id],
+    answer = subprocess.run([sys.executable, str(ROOT / "tests" / "sandbox_clients.py"), "application-history", job_id],
                             env=local_sandbox.user_env(), capture_output=True, text=True, timeout=120, check=False)
     assert answer.returncode == 0, answer.stdout + answer.stderr
     history = json.loads(answer.stdout.strip().splitlines()[-1])["application_status"]

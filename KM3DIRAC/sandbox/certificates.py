@@ -66,6 +66,11 @@ class SandboxCertificates:
     def user_proxy(self) -> Path:
         return self.directory / "user-proxy.pem"
 
+    def certificate_of(self, user_name: str) -> tuple[Path, Path]:
+        """(certificate, key) of another user of the sandbox's CA (made by :func:`make_user_certificate`)."""
+        directory = self.directory / "users" / user_name
+        return directory / "usercert.pem", directory / "userkey.pem"
+
     def exist(self) -> bool:
         return all(path.exists() for path in (self.ca_cert, self.host_cert, self.host_key, self.user_cert,
                                               self.user_key))
@@ -110,10 +115,9 @@ def make_certificates(directory: Path, user_name: str) -> SandboxCertificates:
 
 def make_user_certificate(certs: SandboxCertificates, user_name: str) -> tuple[Path, Path]:
     """(Once) a certificate and key for another user of the sandbox's CA: ``<name>/usercert.pem``, ``userkey.pem``."""
-    directory = certs.directory / "users" / user_name
-    cert, key = directory / "usercert.pem", directory / "userkey.pem"
+    cert, key = certs.certificate_of(user_name)
     if not (cert.exists() and key.exists()):
-        directory.mkdir(parents=True, exist_ok=True)
+        cert.parent.mkdir(parents=True, exist_ok=True)
         _signed_certificate(certs, user_subject(user_name), cert, key, USER_EXTENSIONS)
     return cert, key
 

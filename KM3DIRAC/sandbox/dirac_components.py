@@ -32,6 +32,10 @@ PRODUCTION_GROUP = f"{VO}_prod"  # the user as production manager (dirac-km3-san
 #: minutes DIRAC's JobWrapper holds back a job's failover request (DIRAC's default 45): a registration deferred while
 #: Rucio was down is retried this soon after the job ends, then at every RequestExecutingAgent cycle
 FAILOVER_REQUEST_DELAY_MINUTES = 1
+#: KM3RegisterOutputs' time-out in the RequestExecutingAgent, and the grace after which KM3CleanReqDBAgent puts back
+#: a request still Assigned (its agent was killed): the grace must exceed the longest a live agent holds a request
+REGISTER_OUTPUTS_TIMEOUT_SECONDS = 30
+KICK_GRACE_MINUTES = 1
 JOB_MONITORING_HANDLER = "KM3DIRAC/WorkloadManagementSystem/Service/KM3JobMonitoringHandler.py"
 #: DIRAC 9.1.22's OptimizationMind with the race of its first messages avoided (see the handler's docstring)
 OPTIMIZATION_MIND_HANDLER = "KM3DIRAC/WorkloadManagementSystem/Service/KM3OptimizationMindHandler.py"
@@ -111,7 +115,13 @@ AGENTS = (
                (*FAST_AGENT_OPTIONS, ("MinProcess", "1"), ("MaxProcess", "2"), ("ProcessPoolQueueSize", "10"),
                 # KM3DIRAC's handler for job outputs whose registration waited for Rucio
                 ("OperationHandlers/KM3RegisterOutputs/Location",
-                 "KM3DIRAC/RequestManagementSystem/Agent/RequestOperations/KM3RegisterOutputs"))),
+                 "KM3DIRAC/RequestManagementSystem/Agent/RequestOperations/KM3RegisterOutputs"),
+                # the longest it holds a request (30 s + 2 s a file), below the kick grace of KM3CleanReqDBAgent
+                ("OperationHandlers/KM3RegisterOutputs/TimeOut", str(REGISTER_OUTPUTS_TIMEOUT_SECONDS)),
+                ("OperationHandlers/KM3RegisterOutputs/TimeOutPerFile", "2"))),
+    # puts back requests a killed RequestExecutingAgent left Assigned, after KickGraceMinutes (DIRAC's: 1 hour)
+    DiracAgent("RequestManagement", "KM3CleanReqDBAgent",
+               (("PollingTime", "15"), ("MaxCycles", "0"), ("KickGraceMinutes", str(KICK_GRACE_MINUTES)))),
 )
 
 

@@ -28,7 +28,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from KM3DIRAC.sandbox.certificates import SandboxCertificates, make_certificates, user_subject
+from diraccfg import CFG
+
+from KM3DIRAC.sandbox.accounts import PEOPLE, accounts_cfg_text, ensure_credentials
+from KM3DIRAC.sandbox.certificates import (
+    SandboxCertificates,
+    make_certificates,
+    make_user_certificate,
+    user_subject,
+)
 from KM3DIRAC.sandbox.dirac_components import (
     AGENTS,
     EXECUTORS,
@@ -92,12 +100,16 @@ class Identity:
     group: str
     proxy_file: str
     what: str
+    #: the Rucio account the identity acts as (the catalog's UserAccounts; its own rucio.cfg for the rucio CLI)
+    rucio_account: str = ROOT_ACCOUNT
 
 
 IDENTITIES = (
-    Identity("user", USER_NAME, USER_GROUP, "user-proxy.pem", "the sandbox's user"),
+    Identity("user", USER_NAME, USER_GROUP, "user-proxy.pem", "the sandbox's user (Rucio's administrator root)"),
     Identity("prodmanager", USER_NAME, PRODUCTION_GROUP, "prodmanager-proxy.pem",
              "the same person as production manager (ProductionManagement)"),
+    # people of their own, each with own certificate, proxy and Rucio account (KM3DIRAC.sandbox.accounts)
+    *(Identity(p.user, p.user, p.group, f"{p.user}-proxy.pem", p.what, p.account) for p in PEOPLE),
 )
 
 
@@ -127,6 +139,15 @@ class SandboxPaths:
     @property
     def rucio_client_cfg(self) -> Path:
         return self.root / "etc" / "rucio.cfg"
+
+    def rucio_client_cfg_of(self, account: str) -> Path:
+        """The rucio.cfg acting as ``account``: ``rucio.cfg`` for root, ``rucio-<account>.cfg`` for the others."""
+        return self.rucio_client_cfg if account == ROOT_ACCOUNT else self.root / "etc" / f"rucio-{account}.cfg"
+
+    @property
+    def rucio_credentials_dir(self) -> Path:
+        """Each Rucio account's userpass credentials, ``<account>.json`` (the catalog's UserpassCredentials)."""
+        return self.root / "etc" / "rucio-accounts"
 
     @property
     def tmp_dir(self) -> Path:
@@ -165,7 +186,7 @@ def sandbox_variables(paths: SandboxPaths, as_identity: str = "user") -> dict[st
         "DIRACSYSCONFIG": str(paths.layout.dirac_cfg),
         "X509_CERT_DIR": str(paths.certificates.ca_dir),
         "X509_USER_PROXY": str(paths.proxy(chosen.name)),
-        "RUCIO_CONFIG": str(paths.rucio_client_cfg),
+        "RUCIO_CONFIG": str(paths.rucio_client_cfg_of(chosen.rucio_account)),
         "TMPDIR": str(paths.tmp_dir),
         "PATH": path if path.split(os.pathsep)[0] == bin_dir else os.pathsep.join([bin_dir, path]),
         SANDBOX_VARIABLE: str(paths.root),
@@ -264,7 +285,10 @@ class Sandbox:
         restarted = MariaDBPaths(self.paths.root / "mariadb").data_dir.exists()
         mariadb_port = self._start_mariadb()
         certificates = make_certificates(self.paths.certificates.directory, USER_NAME)
+        for someone in PEOPLE:
+            make_user_certificate(certificates, someone.user)
         rucio_url = self._start_rucio()
+        self._make_accounts(rucio_url)
         ports = {service.full_name: self._reserve_port(service.full_name) for service in SERVICES}
         self._write_dirac_cfg(ports, mariadb_port, rucio_url, with_catalog)
         self._make_user_proxy(certificates)
@@ -316,6 +340,18 @@ class Sandbox:
         self._run_step("make-rses")
         return server.url
 
+    def _make_accounts(self, rucio_url: str) -> None:
+        """The people's Rucio accounts (KM3DIRAC.sandbox.accounts): credentials files, a rucio.cfg each, accounts."""
+        credentials_dir = self.paths.rucio_credentials_dir
+        ensure_credentials(credentials_dir, ROOT_ACCOUNT, ROOT_USERNAME, ROOT_PASSWORD)
+        for someone in PEOPLE:
+            credentials = ensure_credentials(credentials_dir, someone.account)
+            config = self.paths.rucio_client_cfg_of(someone.account)
+            config.touch(mode=0o600)
+            config.write_text(client_config_text(rucio_url, someone.account, credentials["username"],
+                                                 credentials["password"]))
+        self._run_step("make-accounts")
+
     def _write_dirac_cfg(self, ports: dict[str, int], mariadb_port: int, rucio_url: str, with_catalog: bool) -> None:
         catalog = RucioCatalogSettings(rucio_host=rucio_url, auth_host=rucio_url, account=ROOT_ACCOUNT,
                                        username=ROOT_USERNAME, password=ROOT_PASSWORD)
@@ -323,7 +359,9 @@ class Sandbox:
         base = LocalDiracConfig(catalog=catalog, storages=storages, user_name=USER_NAME,
                                 user_dn=user_subject(USER_NAME), list_catalog=with_catalog)
         text = render_sandbox_cfg(base, self.paths.layout, ports, mariadb_port, self.paths.certificates.directory)
-        self.paths.layout.dirac_cfg.write_text(text)
+        dns = {someone.user: user_subject(someone.user) for someone in PEOPLE}
+        accounts = accounts_cfg_text(USER_NAME, user_subject(USER_NAME), dns, self.paths.rucio_credentials_dir)
+        self.paths.layout.dirac_cfg.write_text(str(CFG().loadFromBuffer(text).mergeWith(CFG().loadFromBuffer(accounts))))
 
     def _make_user_proxy(self, certificates: SandboxCertificates) -> None:
         self._run_step("make-user-proxy")

@@ -25,6 +25,19 @@ def make_rses(root: Path) -> None:
     connect_rses(client, [*RSE_NAMES, *HASH_RSE_NAMES])
 
 
+def make_accounts(root: Path) -> None:
+    """The Rucio accounts of the sandbox's people (KM3DIRAC.sandbox.accounts), made by Rucio's administrator."""
+    from rucio.client import Client
+
+    from KM3DIRAC.sandbox.accounts import PEOPLE, make_rucio_accounts
+    from KM3DIRAC.sandbox.certificates import user_subject
+    from KM3DIRAC.sandbox.local_sandbox import HASH_RSE_NAMES, RSE_NAMES, SandboxPaths
+
+    make_rucio_accounts(Client(), PEOPLE, SandboxPaths(root).rucio_credentials_dir,
+                        {someone.user: user_subject(someone.user) for someone in PEOPLE},
+                        [*RSE_NAMES, *HASH_RSE_NAMES])
+
+
 def make_user_proxy(root: Path) -> None:
     from DIRAC.Core.Base.Script import Script
 
@@ -33,8 +46,9 @@ def make_user_proxy(root: Path) -> None:
 
     paths = SandboxPaths(root)
     for identity in IDENTITIES:  # one proxy per identity (DIRAC group) the sandbox offers
-        _ok(_user_chain(root).generateProxyToFile(str(paths.proxy(identity.name)), PROXY_LIFETIME_SECONDS,
-                                                  diracGroup=identity.group),
+        chain = _user_chain(root, identity.user)
+        _ok(chain.generateProxyToFile(str(paths.proxy(identity.name)), PROXY_LIFETIME_SECONDS,
+                                      diracGroup=identity.group),
             f"write the proxy of {identity.name} ({identity.group})")
 
 
@@ -56,15 +70,22 @@ def upload_user_proxy(root: Path) -> None:
         plain_proxy.unlink()
 
 
-def _user_chain(root: Path):
+def _user_chain(root: Path, user: str | None = None):
+    """The certificate chain of ``user`` (default: the sandbox's user, ``certs/usercert.pem``; the other people's
+    are ``certs/users/<name>/usercert.pem``)."""
     from DIRAC.Core.Security.X509Chain import X509Chain
 
+    from KM3DIRAC.sandbox.dirac_components import USER_NAME
     from KM3DIRAC.sandbox.local_sandbox import SandboxPaths
 
     certificates = SandboxPaths(root).certificates
+    if user is None or user == USER_NAME:
+        cert, key = certificates.user_cert, certificates.user_key
+    else:
+        cert, key = certificates.certificate_of(user)
     chain = X509Chain()
-    _ok(chain.loadChainFromFile(str(certificates.user_cert)), "load the user certificate")
-    _ok(chain.loadKeyFromFile(str(certificates.user_key)), "load the user key")
+    _ok(chain.loadChainFromFile(str(cert)), f"load the certificate of {user or USER_NAME}")
+    _ok(chain.loadKeyFromFile(str(key)), f"load the key of {user or USER_NAME}")
     return chain
 
 
@@ -118,6 +139,7 @@ def _ok(result: dict, what: str) -> None:
 
 STEPS = {
     "make-rses": make_rses,
+    "make-accounts": make_accounts,
     "make-user-proxy": make_user_proxy,
     "upload-user-proxy": upload_user_proxy,
     "set-resource-status": set_resource_status,

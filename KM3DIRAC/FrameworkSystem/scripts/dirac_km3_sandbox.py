@@ -16,7 +16,10 @@ Usage:
 
 DIR defaults to .work/sandbox in the source tree. `status` exits with 1 when a component is not healthy.
 Identities (--as): `user` (km3user, group km3net_user; the default) and `prodmanager` (km3user in group
-km3net_prod, with ProductionManagement). In that environment DIRAC's and Rucio's commands talk to the sandbox,
+km3net_prod, with ProductionManagement), both Rucio's administrator root; `alice` and `bob` (users, Rucio accounts
+alice and bob owning their homes' scopes user.alice, user.bob) and `km3prodmgr` (the production manager, group
+km3net_prod, Rucio account km3prod owning the scope production), each with own certificate, proxy and rucio.cfg.
+In that environment DIRAC's and Rucio's commands talk to the sandbox,
 e.g. `dirac-wms-job-submit job.jdl` or `rucio whoami`.
 """
 
@@ -39,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-catalog", action="store_true",
                         help="leave /Operations/Defaults/Services/Catalogs/CatalogList empty")
     parser.add_argument("--fresh", action="store_true", help="up: remove the sandbox's state first (as reset)")
-    parser.add_argument("--as", dest="identity", default="user", help="env, shell: user (default) or prodmanager")
+    parser.add_argument("--as", dest="identity", default="user",
+                        help="env, shell: user (default), prodmanager, alice, bob or km3prodmgr")
     return parser
 
 
