@@ -4,6 +4,7 @@ of the session sandbox as a shifter would: open an app, press its buttons, read 
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,14 +211,33 @@ return grid ? {id: grid.getId(), title: wins[0].title,
         return [(title.get_attribute("textContent") or "").strip()
                 for title in self.driver.find_elements(By.CSS_SELECTOR, f"#{grid.id} .x-grid-group-title")]
 
+    def grouped_rows(self, grid: Grid, column: str) -> dict[str, list[str]]:
+        """{group title without its "(n Items)": the ``column`` cell of each row shown below it} of a grouped grid
+        (the File Catalog groups files by directory; a group's header is drawn in the row item of its first row)."""
+        index = grid.columns.index(column)
+        groups: dict[str, list[str]] = {}
+        title = None
+        for item in self.driver.find_elements(By.CSS_SELECTOR, f"#{grid.id} table.x-grid-item"):
+            headers = item.find_elements(By.CSS_SELECTOR, ".x-grid-group-title")
+            if headers:
+                title = re.sub(r" \(\d+ Items?\)$", "", (headers[0].get_attribute("textContent") or "").strip())
+                groups.setdefault(title, [])
+            cells = item.find_elements(By.CSS_SELECTOR, "td.x-grid-cell")
+            if cells and title is not None and len(cells) > index:
+                groups[title].append((cells[index].get_attribute("textContent") or "").strip())
+        return groups
+
     def expand_groups(self, grid: Grid) -> None:
         """Open the collapsed groups of a grouped grid (the File Catalog groups files by directory)."""
         for _ in range(100):  # each click re-renders the grid: look the headers up again every time
-            collapsed = [header for header in self.driver.find_elements(
-                By.CSS_SELECTOR, f"#{grid.id} .x-grid-group-hd-collapsed") if header.is_displayed()]
-            if not collapsed:
-                return
-            collapsed[0].click()
+            try:
+                collapsed = [header for header in self.driver.find_elements(
+                    By.CSS_SELECTOR, f"#{grid.id} .x-grid-group-hd-collapsed") if header.is_displayed()]
+                if not collapsed:
+                    return
+                collapsed[0].click()
+            except (StaleElementReferenceException, ElementClickInterceptedException):
+                time.sleep(0.2)  # re-rendered under the click, or still loading (its mask on top): look again
 
     # -- the File Catalog's directory tree and metadata query
     _CATALOG_TREE = """
@@ -269,6 +289,9 @@ return trees.length ? trees[0].getId() : null;
                               lambda: "values: " + str([i.text for i in self.driver.find_elements(
                                   By.CSS_SELECTOR, "li.x-boundlist-item") if i.is_displayed()]))
         items[0].click()
+        # leave the field, as a click elsewhere does: the page takes the next field only once every field lost
+        # its focus (then it asks getQueryData for the values still compatible)
+        self.driver.execute_script("var box = Ext.getCmp(arguments[0]); box.collapse(); box.blur();", box_id)
 
     def maximize_window_of(self, grid: Grid) -> None:
         self.driver.execute_script("Ext.getCmp(arguments[0]).up('window').maximize();", grid.id)

@@ -1,15 +1,23 @@
 """DIRAC and Rucio client calls the sandbox and fault tests make as the sandbox's user, each in a process of its own
 (DIRAC keeps its configuration in globals; the test process has its own in-process one). Usage:
 ``python sandbox_clients.py <action> [args...]``; prints one JSON line, the result.
+
+Also imported by the tests (run in the test process, through the installed commands): user jobs submitted and
+waited for as a user does (:func:`submit_user_analysis_job`, :func:`wait_for_job`,
+:func:`run_job_through_rucio_outage`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import sys
+import time
 import uuid
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -133,6 +141,20 @@ def request_status(request_id: str) -> dict:
     from DIRAC.RequestManagementSystem.Client.ReqClient import ReqClient
 
     return {"status": _value(ReqClient().getRequestStatus(int(request_id)), "getRequestStatus")}
+
+
+def job_request(job_id: str) -> dict:
+    """The RMS request a job left (the JobWrapper's failover request): its ID, status and operations (ID None: no
+    request)."""
+    from DIRAC.RequestManagementSystem.Client.ReqClient import ReqClient
+
+    client = ReqClient()
+    ids = _value(client.getRequestIDsForJobs([int(job_id)]), "getRequestIDsForJobs")["Successful"]
+    if int(job_id) not in ids:
+        return {"request_id": None}
+    request = _value(client.peekRequest(ids[int(job_id)]), "peekRequest")
+    return {"request_id": request.RequestID, "status": request.Status, "job_id": request.JobID,
+            "operations": [{"type": operation.Type, "status": operation.Status} for operation in request]}
 
 
 def transformation_parameter(transformation_id: str, name: str) -> dict:
@@ -306,6 +328,86 @@ def job_requests(*job_ids: str) -> dict:
     return {"requests": {str(job_id): {"request_id": request_id,
                                        "status": _value(client.getRequestStatus(request_id), "getRequestStatus")}
                          for job_id, request_id in found["Successful"].items()}}
+# ------------------------------------------------------------------------ user jobs, from the test process
+JOB_TIMEOUT = 240
+FINAL_JOB_STATES = ("Done", "Failed", "Killed")
+OFFLINE_RUN_FILE = "KM3NeT_00000049_00011291.offline.root"
+
+
+def upload_offline_run_file(sandbox, work: Path, metadata: dict | None = None) -> tuple[str, str]:
+    """km3net_testdata's offline file uploaded (KM3-DISK-1) as run 11291 of detector 49 in a fresh user scope, with
+    ``metadata`` (default: run_number and DetectorID): ``(scope, run directory)``."""
+    from km3net_testdata import data_path
+
+    scope = f"u{uuid.uuid4().hex[:10]}"
+    run = f"/km3net/{scope}/offline/KM3NeT_00000049/run11291"
+    source = work / OFFLINE_RUN_FILE
+    shutil.copy(data_path("offline/km3net_offline.root"), source)
+    sandbox.dirac_client("upload-km3net-file", scope, f"{run}/{source.name}", str(source), "KM3-DISK-1",
+                         json.dumps(metadata or {"run_number": 11291, "DetectorID": 49}))
+    return scope, run
+
+
+def submit_jdl(sandbox, work: Path, jdl: str = "job.jdl") -> str:
+    """``dirac-wms-job-submit <jdl>`` in ``work``: the JobID."""
+    submitted = sandbox.run("dirac-wms-job-submit", jdl, cwd=work)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    return re.search(r"JobID = (\d+)", submitted.stdout).group(1)
+
+
+def submit_user_analysis_job(sandbox, work: Path, **parameters: str) -> str:
+    """KM3DIRAC's ``user-analysis.jdl`` rendered with ``parameters`` (``Name``, ``Command``, ``InputData``, ...;
+    CPUTime 600 unless given) by ``dirac-km3-jdl-render`` in ``work``, then submitted: the JobID."""
+    options = [item for key, value in {"CPUTime": "600", **parameters}.items() for item in ("-p", f"{key}={value}")]
+    rendered = sandbox.run("dirac-km3-jdl-render", "user-analysis.jdl", *options, "--output=job.jdl", cwd=work)
+    assert rendered.returncode == 0, rendered.stdout + rendered.stderr
+    return submit_jdl(sandbox, work)
+
+
+def wait_for_job(sandbox, job_id: str, until: Callable[[dict], bool] | None = None,
+                 timeout: float = JOB_TIMEOUT, poll: float = 2) -> dict:
+    """The job's status, minor and application status once ``until(attributes)`` (default: a final state)."""
+    until = until or (lambda attributes: attributes["status"] in FINAL_JOB_STATES)
+    deadline = time.monotonic() + timeout
+    attributes: dict = {}
+    while time.monotonic() < deadline:
+        attributes = sandbox.dirac_client("job-attributes", job_id)
+        if until(attributes):
+            return attributes
+        time.sleep(poll)
+    raise AssertionError(f"job {job_id}: not as awaited after {timeout:.0f} s: {attributes}")
+
+
+def run_job_through_rucio_outage(sandbox, work: Path, name: str, input_data: str, products: str,
+                                 while_down: Callable[[str], None] | None = None) -> tuple[str, dict]:
+    """A user job (count_events.py from ``work``) whose payload waits until the Rucio server is stopped: its outputs
+    stay stored, their registration is deferred into an RMS request; the job ends Completed, "Registration
+    pending". ``while_down(job_id)`` runs then, Rucio still stopped; Rucio is served again in any case.
+    ``(job_id, attributes)`` as the job was while Rucio was down."""
+    from KM3DIRAC.sandbox.local_sandbox import Sandbox
+
+    marker = work / "rucio-is-down"
+    job_id = submit_user_analysis_job(
+        sandbox, work, Name=name, Command=f"python count_events.py --wait-for {marker}",
+        InputSandbox="count_events.py", InputData=input_data, OutputPatterns="summary_*.json",
+        OutputPath=products, OutputSE="KM3-DISK-2")
+    # the payload runs (its inputs are downloaded): Rucio goes down now
+    running = wait_for_job(sandbox, job_id, lambda a: a["application_status"] == "Running"
+                           or a["status"] in FINAL_JOB_STATES, poll=1)
+    assert running["application_status"] == "Running", running
+    rucio = Sandbox(sandbox.directory)
+    rucio.stop_rucio_server()
+    try:
+        marker.touch()
+        attributes = wait_for_job(sandbox, job_id, lambda a: a["status"] in ("Completed", *FINAL_JOB_STATES),
+                                  poll=1)
+        assert (attributes["status"], attributes["application_status"]) == ("Completed", "Registration pending"), \
+            attributes
+        if while_down is not None:
+            while_down(job_id)
+    finally:
+        rucio.start_rucio_server()
+    return job_id, attributes
 
 
 ACTIONS = {
@@ -320,6 +422,7 @@ ACTIONS = {
     "transformation-files": transformation_files,
     "forward-diset-request": forward_diset_request,
     "request-status": request_status,
+    "job-request": job_request,
     "transformation-parameter": transformation_parameter,
     "inputs-with-two-replicas": inputs_with_two_replicas,
     "replicas": replicas,

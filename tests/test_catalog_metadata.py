@@ -167,3 +167,57 @@ def test_free_keys_are_declared_and_searched_with_diracs_tools(fc, dirac_cs, ruc
     assert _ok(fc.getFileUserMetadata(good))["quality"] == "good"
     refused = fc.deleteMetadataField("run_number")
     assert not refused["OK"] and "FileMetaFields" in refused["Message"]
+
+
+RUN_AND_TRAIN = {"run_number": "INT", "TrainName": "VARCHAR(128)", "TrainStep": "VARCHAR(128)"}
+
+
+def test_run_and_train_are_directory_fields_found_as_before_at_no_extra_rucio_request(fc, catalog, scope_factory,
+                                                                                       monkeypatch):
+    """Gap: WebAppDIRAC's File Catalog searches by directory fields only, and run and train were none (the page
+    offered run_number and dropped it from the query: every file came back). As directory fields, their values on
+    files (where trains and jobs write them) are found as before, a run directory's are inherited, a file's own
+    value wins, and getCompatibleMetadata makes no more Rucio requests than without them."""
+    fields = _ok(fc.getMetadataFields())
+    assert {key: fields["DirectoryMetaFields"].get(key) for key in RUN_AND_TRAIN} == RUN_AND_TRAIN
+    assert fields["FileMetaFields"]["run_number"] == "INT"  # still typed as a file field by DIRAC's tools
+    scope = scope_factory()
+    top = f"/km3net/{scope}/train"
+    processed = {run: f"{top}/process/run{run}/p{run}.json" for run in (1, 2)}
+    merged = {run: f"{top}/merged/run{run}.merged.json" for run in (1, 2)}
+    raw, stray = f"{top}/raw/run2/r.root", f"{top}/raw/run2/stray.root"
+    _register(fc, [*processed.values(), *merged.values(), raw, stray])
+    _ok(fc.setMetadataBulk({
+        **{lfn: {"run_number": run, "TrainName": "t1", "TrainStep": "process"} for run, lfn in processed.items()},
+        **{lfn: {"run_number": run, "TrainName": "t1", "TrainStep": "merge"} for run, lfn in merged.items()},
+        stray: {"run_number": 3}}))
+    _ok(fc.setMetadata(f"{top}/raw/run2", {"run_number": 2}))  # the run dataset's: raw inherits it
+
+    path = f"/km3net/{scope}"
+
+    def find(query):
+        return _ok(fc.findFilesByMetadata(query, path))
+
+    # the portal sends values as strings, in "in" lists for VARCHAR(128) fields
+    assert find({"run_number": {"=": "2"}}) == sorted([processed[2], merged[2], raw])
+    assert find({"run_number": 3}) == [stray]  # its own value, not its directory's
+    assert find({"TrainName": {"in": ["t1"]}, "TrainStep": {"in": ["merge"]}}) == sorted(merged.values())
+    compatible = _ok(fc.getCompatibleMetadata({"TrainStep": {"in": ["process"]}}, path))
+    assert (compatible["TrainName"], compatible["TrainStep"], compatible["run_number"]) == (
+        ["t1"], ["merge", "process"], [1, 2]), compatible
+
+    requests = []
+    rucio = catalog.client.wrapped  # the rucio Client behind KM3DIRAC's call policy: every HTTP request
+    send = rucio._send_request
+    monkeypatch.setattr(rucio, "_send_request", lambda *a, **k: requests.append(a[0]) or send(*a, **k))
+
+    def requests_of_compatible_metadata() -> int:
+        requests.clear()
+        _ok(fc.getCompatibleMetadata({"run_number": {"=": "2"}}, path))
+        return len(requests)
+
+    with_run_and_train = requests_of_compatible_metadata()
+    print(f"getCompatibleMetadata with run and train as directory fields: {with_run_and_train} Rucio requests")
+    monkeypatch.setattr(catalog.schema, "directory_fields",
+                        {k: v for k, v in catalog.schema.directory_fields.items() if k not in RUN_AND_TRAIN})
+    assert requests_of_compatible_metadata() == with_run_and_train > 0

@@ -17,12 +17,17 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from portal_browser import PortalBrowser, quit_quietly, start_chromium
+from sandbox_clients import (
+    run_job_through_rucio_outage,
+    submit_user_analysis_job,
+    upload_offline_run_file,
+    wait_for_job,
+)
 from sandbox_fixtures import RunningSandbox
 
 from KM3DIRAC.sandbox.certificates import HOST_SUBJECT
@@ -35,8 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = ROOT / "tests" / "payloads" / "count_events.py"
 TRAIN = "km3demo"
 DEMO_TIMEOUT = 480
-JOB_TIMEOUT = 240
-REQUEST_TIMEOUT = 120
+REQUEST_TIMEOUT = 300
 
 pytestmark = pytest.mark.sandbox
 
@@ -60,35 +64,23 @@ def user_job(local_sandbox: RunningSandbox, tmp_path_factory) -> dict:
     several jobs arriving first at once (a train's tasks) race in it (JobState.checkDBAccess marks the databases
     ready before creating them: "'NoneType' object has no attribute 'getJobAttributes'", every later job stuck in
     Received)."""
-    from km3net_testdata import data_path
-
     work = tmp_path_factory.mktemp("portal-job")
-    scope = f"u{uuid.uuid4().hex[:10]}"
-    run = f"/km3net/{scope}/offline/KM3NeT_00000049/run11291"
-    source = work / "KM3NeT_00000049_00011291.offline.root"
-    shutil.copy(data_path("offline/km3net_offline.root"), source)
-    local_sandbox.dirac_client("upload-km3net-file", scope, f"{run}/{source.name}", str(source), "KM3-DISK-1",
-                               json.dumps({"run_number": 11291, "DetectorID": 49, "datatype": "raw"}))
+    scope, run = upload_offline_run_file(local_sandbox, work, {"run_number": 11291, "DetectorID": 49,
+                                                               "datatype": "raw"})
     shutil.copy(PAYLOAD, work / "count_events.py")
     products = f"/km3net/{scope}/products/run11291"
-    rendered = local_sandbox.run(
-        "dirac-km3-jdl-render", "user-analysis.jdl", "-p", "Name=shifter", "-p", "Command=python count_events.py",
-        "-p", "InputSandbox=count_events.py", "-p", f"InputData={run}", "-p", "OutputPatterns=summary_*.json",
-        "-p", f"OutputPath={products}", "-p", "OutputSE=KM3-DISK-2", "-p", "CPUTime=600", "--output=job.jdl",
-        cwd=work)
-    assert rendered.returncode == 0, rendered.stdout + rendered.stderr
-    submitted = local_sandbox.run("dirac-wms-job-submit", "job.jdl", cwd=work)
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    job_id = re.search(r"JobID = (\d+)", submitted.stdout).group(1)
-    attributes = _wait(lambda: (a := local_sandbox.dirac_client("job-attributes", job_id))["status"] in
-                       ("Done", "Failed", "Killed") and a, f"job {job_id} final", JOB_TIMEOUT)
+    job_id = submit_user_analysis_job(
+        local_sandbox, work, Name="shifter", Command="python count_events.py", InputSandbox="count_events.py",
+        InputData=run, OutputPatterns="summary_*.json", OutputPath=products, OutputSE="KM3-DISK-2")
+    attributes = wait_for_job(local_sandbox, job_id)
     assert (attributes["status"], attributes["application_status"]) == ("Done", "Registered"), attributes
     return {"job_id": job_id, "products": products, "work": work}
 
 
 @pytest.fixture(scope="module")
-def demo_train(local_sandbox: RunningSandbox, user_job: dict) -> str:
-    """The demo train, run to the end (what test_sandbox_train.py runs; nothing is redone if it ran)."""
+def demo_train(local_sandbox: RunningSandbox, user_job: dict, deferred_job: dict) -> str:
+    """The demo train, run to the end (what test_sandbox_train.py runs; nothing is redone if it ran). It runs after
+    the Rucio outage of ``deferred_job``, while the RequestExecutingAgent completes that job's request."""
     command = [sys.executable, "-m", "KM3DIRAC.demo.run_demo", "--inside", "--dir", str(local_sandbox.directory),
                "--runs", "2", "--files-per-run", "3", "--timeout", str(DEMO_TIMEOUT)]
     result = subprocess.run(command, env=local_sandbox.user_env(), capture_output=True, text=True,
@@ -97,18 +89,40 @@ def demo_train(local_sandbox: RunningSandbox, user_job: dict) -> str:
     return result.stdout
 
 
+def _request_row(browser: PortalBrowser, request_id: str) -> dict[str, str]:
+    """The Request Monitor's row of a KM3RegisterOutputs request. DIRAC 9.1's getRequestSummaryWeb returns no
+    operation type, so the page's Operation Type column stays empty for every request: the request's operation
+    shows by its row being there when the page's Operation Type selector asks for KM3RegisterOutputs."""
+    browser.open_app("RequestMonitor")
+    browser.choose_in_selector("Operation Type", "KM3RegisterOutputs")
+    browser.click_button("Submit")
+    rows = browser.wait_for_rows("RequestID", lambda rows: any(r["RequestID"] == request_id for r in rows),
+                                 f"request {request_id}")
+    return next(r for r in rows if r["RequestID"] == request_id)
+
+
 @pytest.fixture(scope="module")
-def pending_registration(local_sandbox: RunningSandbox, user_job: dict) -> dict:
-    """A KM3RegisterOutputs request as a job leaves it when Rucio stops answering after the upload, completed by
-    the sandbox's RequestExecutingAgent."""
-    output = user_job["work"] / "summary_pending.json"
-    output.write_text(json.dumps({"events": 10, "pending": True}))
-    left = local_sandbox.dirac_client("leave-pending-registration", user_job["job_id"],
-                                      f"{user_job['products']}-pending", str(output), "KM3-DISK-1",
-                                      json.dumps({"datatype": "summary", "run_number": 11291}))
-    _wait(lambda: local_sandbox.dirac_client("request-status", str(left["request_id"]))["status"] == "Done",
-          f"request {left['request_id']} Done", REQUEST_TIMEOUT)
-    return left
+def deferred_job(local_sandbox: RunningSandbox, user_job: dict, browser: PortalBrowser, tmp_path_factory) -> dict:
+    """A real user job during a real Rucio outage: the Rucio server stops while its payload runs, its outputs are
+    stored, their registration deferred into a KM3RegisterOutputs request. While Rucio is still down, the shifter
+    opens the Request Monitor: the request is there, Waiting, with the job's ID."""
+    work = tmp_path_factory.mktemp("portal-deferred")
+    scope, run = upload_offline_run_file(local_sandbox, work)
+    shutil.copy(PAYLOAD, work / "count_events.py")
+    seen: dict = {}
+
+    def look_while_rucio_is_down(job_id: str) -> None:
+        request = _wait(lambda: (r := local_sandbox.dirac_client("job-request", job_id))["request_id"] and r,
+                        f"the request of job {job_id}", 60)
+        assert [o["type"] for o in request["operations"]] == ["KM3RegisterOutputs"], request
+        seen["request"] = request
+        seen["row_while_down"] = _request_row(browser, str(request["request_id"]))
+        browser.screenshot("request-monitor-rucio-down", fit=browser.grid("RequestID"))
+
+    job_id, attributes = run_job_through_rucio_outage(local_sandbox, work, "deferred", run,
+                                                      f"/km3net/{scope}/products/run11291",
+                                                      while_down=look_while_rucio_is_down)
+    return {"job_id": job_id, "while_down": attributes, **seen}
 
 
 # ---------------------------------------------------------------------------------------------- the browser
@@ -263,20 +277,31 @@ def test_transformation_monitor_shows_each_train_step_with_files_and_tasks_by_st
     assert {row["status"]: row["count"] for row in files} == {"Processed": "6", "Total": "6"}, files
 
 
-def test_request_monitor_shows_the_registration_a_job_left_for_later(browser: PortalBrowser,
-                                                                     pending_registration: dict, user_job: dict):
-    browser.open_app("RequestMonitor")
-    # DIRAC 9.1's getRequestSummaryWeb returns no operation type, so the page's Operation Type column stays empty
-    # for every request; its Operation Type selector filters by it
-    browser.choose_in_selector("Operation Type", "KM3RegisterOutputs")
-    browser.click_button("Submit")
-    request_id = str(pending_registration["request_id"])
-    rows = browser.wait_for_rows("RequestID", lambda rows: any(r["RequestID"] == request_id for r in rows),
-                                 f"request {request_id}")
-    request = next(r for r in rows if r["RequestID"] == request_id)
+def test_request_monitor_shows_the_registration_a_job_left_while_rucio_was_down_then_done(
+        browser: PortalBrowser, local_sandbox: RunningSandbox, deferred_job: dict, demo_train: str):
+    job_id, request_id = deferred_job["job_id"], str(deferred_job["request"]["request_id"])
+    while_down = deferred_job["row_while_down"]
+    assert (while_down["JobID"], while_down["Status"], while_down["Owner"], while_down["OwnerGroup"]) == (
+        job_id, "Waiting", "km3user", "km3net_user"), while_down
+    # Rucio is back (since before the train): the RequestExecutingAgent registered the outputs
+    _wait(lambda: local_sandbox.dirac_client("request-status", request_id)["status"] == "Done",
+          f"request {request_id} Done", REQUEST_TIMEOUT)
+    request = _request_row(browser, request_id)
     assert (request["JobID"], request["Status"], request["Owner"], request["OwnerGroup"]) == (
-        user_job["job_id"], "Done", "km3user", "km3net_user"), request
+        job_id, "Done", "km3user", "km3net_user"), request
     browser.screenshot("request-monitor", fit=browser.grid("RequestID"))
+    # and the job: Done once its request was, its outputs Registered (by the request: its logging info says when)
+    browser.open_app("JobMonitor")
+    browser.click_button("Submit")
+    rows = browser.wait_for_rows("JobID", lambda rows: any(r["JobID"] == job_id for r in rows), f"job {job_id}")
+    job = next(r for r in rows if r["JobID"] == job_id)
+    assert (job["Status"], job["ApplicationStatus"], job["JobName"]) == ("Done", "Registered",
+                                                                         "km3-analysis-deferred"), job
+    browser.context_menu(browser.row_element(browser.grid("JobID"), "JobID", job_id), "Logging info")
+    history = browser.window_grid_rows(f"Attributes for JobID:{job_id}")
+    stages = [row["app_status"] for row in history if row["source"] == "KM3DIRAC"]
+    assert stages[-3:] == [stages[-3], "Registration pending", "Registered"], history
+    assert re.fullmatch(r"Uploading outputs (\d+)/\1", stages[-3]), stages
 
 
 def test_file_catalog_browses_km3net_and_finds_files_by_metadata_over_rucio(browser: PortalBrowser,
@@ -311,6 +336,74 @@ def test_file_catalog_browses_km3net_and_finds_files_by_metadata_over_rucio(brow
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", row["date"]), row
         assert "datatype: merged" in row["metadata"] and "TrainName: km3demo" in row["metadata"], row
     browser.screenshot("file-catalog-search")
+
+
+def _demo_files(local_sandbox: RunningSandbox) -> dict[str, dict[str, str]]:
+    """Every file of the demo's scope with its metadata, read with plain Rucio (what the page must agree with)."""
+    return local_sandbox.dirac_client("rucio-files", TRAIN, f"/km3net/{TRAIN}/*")["files"]
+
+
+def _files_on_the_page(browser: PortalBrowser) -> set[str]:
+    """The LFNs the File Catalog's result grid shows: its groups opened, each group's directory with each of its
+    file names (a group's title counts its files: all of them must be shown)."""
+    files = browser.grid("filename")
+    browser.expand_groups(files)
+    counts = {}
+    for title in browser.group_titles(files):
+        directory, count = re.fullmatch(r"Directory: (\S+) \((\d+) Items?\)", title).groups()
+        counts[directory] = int(count)
+    groups = {title.removeprefix("Directory: "): names for title, names in browser.grouped_rows(files, "filename")
+              .items()}
+    if {directory: len(names) for directory, names in groups.items()} != counts:
+        return set()  # still drawing
+    return {f"{directory}/{name}" for directory, names in groups.items() for name in names}
+
+
+def _search_from_the_train_directory(browser: PortalBrowser, choices: list[tuple[str, str]],
+                                     expected: set[str]) -> set[str]:
+    """A fresh File Catalog page: start from /km3net/km3demo, pick each (field, value), Submit; the LFNs shown once
+    they are ``expected`` (the grid shows other files before the query's answer arrives), else after a minute."""
+    browser.open_app("FileCatalog")
+    browser.expand_tree_node("km3net")
+    browser.wait_for(lambda: TRAIN in browser.tree_nodes(), f"{TRAIN} below km3net",
+                     lambda: f"tree: {browser.tree_nodes()}")
+    browser.start_query_from(TRAIN)
+    for field, value in choices:
+        browser.wait_for_rows("Name", lambda rows, field=field: field in {r["Name"] for r in rows},
+                              f"{field} among the metadata fields")
+        browser.choose_metadata_value(field, value)
+    browser.click_button("Submit")
+    shown: set[str] = set()
+
+    def answer() -> bool:
+        nonlocal shown
+        shown = _files_on_the_page(browser)
+        return shown == expected
+
+    try:
+        browser.wait_for(answer, f"the files found for {choices}")
+    except AssertionError:
+        pass  # the caller compares what is shown with what was expected
+    return shown
+
+
+def test_file_catalog_finds_exactly_a_runs_and_a_trains_files(browser: PortalBrowser, local_sandbox: RunningSandbox,
+                                                              demo_train: str):
+    """run_number, TrainName and TrainStep are directory metadata fields: the page offers them, sends them, and
+    shows exactly the files plain Rucio says have that run, or come from that train step."""
+    everything = _demo_files(local_sandbox)
+    run = {lfn for lfn, meta in everything.items() if meta.get("run_number") == "11292"}
+    # the run's raw files, its summaries and its merged file
+    assert {lfn.split("/")[3] for lfn in run} == {"raw", "summaries", "merged"}, run
+    assert _search_from_the_train_directory(browser, [("run_number", "11292")], run) == run
+    browser.screenshot("file-catalog-run-search")
+
+    step = {lfn for lfn, meta in everything.items()
+            if meta.get("TrainName") == TRAIN and meta.get("TrainStep") == "process"}
+    assert step and all("/summaries/" in lfn for lfn in step), step
+    assert _search_from_the_train_directory(browser, [("TrainName", TRAIN), ("TrainStep", "process")],
+                                            step) == step
+    browser.screenshot("file-catalog-train-search")
 
 
 def test_the_sandbox_user_is_a_production_manager_in_the_prod_group(browser: PortalBrowser):

@@ -41,7 +41,15 @@ FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 FIELD_TYPE = re.compile(r"^(INT|INTEGER|FLOAT|DOUBLE|DATETIME|DATE|VARCHAR\(\d{1,4}\))$", re.IGNORECASE)
 PATH_KEY = "Path"  # in a metadata query: the directory to search below (KM3DIRAC convention)
 NUMERIC_COLUMN_KEYS = frozenset({"run_number", "events", "task_id", "panda_id", "lumiblocknr", "bytes", "length"})
-DEFAULT_DIRECTORY_META_FIELDS = {"DetectorID": "INT", "Campaign": "VARCHAR(128)", "datatype": "VARCHAR(128)"}
+# DFC directory fields: the only fields DIRAC's web portal (WebAppDIRAC's File Catalog) lets a shifter search by, and
+# those ``find ... where`` of the FC CLI accepts. Run and train are here for that: KM3DIRAC's searches treat every
+# field alike (a file's own value, else the nearest directory's), so the train's and the data's values set on files
+# are found as before; run_number stays a file field too. Types as WebAppDIRAC's page reads them: VARCHAR(128)
+# fields get a list of values, others a value field.
+DEFAULT_DIRECTORY_META_FIELDS = {
+    "DetectorID": "INT", "Campaign": "VARCHAR(128)", "datatype": "VARCHAR(128)",
+    "run_number": "INT", "TrainName": "VARCHAR(128)", "TrainStep": "VARCHAR(128)",
+}
 
 
 @dataclass

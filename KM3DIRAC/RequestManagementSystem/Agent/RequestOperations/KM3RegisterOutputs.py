@@ -17,6 +17,10 @@ from DIRAC.RequestManagementSystem.private.OperationHandlerBase import Operation
 from KM3DIRAC.core.job_outputs import RegistrationPending, register_outputs
 
 OUTPUT_DIDS_PARAMETER = "KM3OutputDIDs"
+#: the job's ApplicationStatus once every deferred output is registered: what the job reports itself when Rucio
+#: answers (KM3DIRAC.core.job_run), instead of its "Registration pending" staying on a Done job
+REGISTERED_STATUS = "Registered"
+STATUS_SOURCE = "KM3DIRAC"
 
 
 class KM3RegisterOutputs(OperationHandlerBase):
@@ -51,7 +55,21 @@ class KM3RegisterOutputs(OperationHandlerBase):
             if op_file.LFN in registered:
                 op_file.Status = "Done"
         self._publish_output_dids(registered)
+        if registered >= set(entries):
+            self._report_registered()
         return S_OK()
+
+    def _report_registered(self) -> None:
+        """The job's ApplicationStatus becomes "Registered" (logged with source KM3DIRAC, as the wrapper's stages);
+        a failure here is logged only."""
+        job_id = int(getattr(self.request, "JobID", 0) or 0)
+        if not job_id:
+            return
+        from DIRAC.WorkloadManagementSystem.Client.JobStateUpdateClient import JobStateUpdateClient
+
+        result = JobStateUpdateClient().setJobApplicationStatus(job_id, REGISTERED_STATUS, STATUS_SOURCE)
+        if not result["OK"]:
+            self.log.warn(f"could not set the ApplicationStatus of job {job_id}", result["Message"])
 
     def _publish_output_dids(self, registered: set[str]) -> None:
         """Add the LFNs registered now to the job's parameter KM3OutputDIDs (the job set those it registered
