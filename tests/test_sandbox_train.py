@@ -235,10 +235,10 @@ def test_train_agent_moves_a_train_retries_failures_and_obeys_the_production_man
                                                                                        tmp_path: Path):
     """Nobody runs ``advance``: the TrainAgent closes each run's outputs once the run is processed and the merge
     step follows; a file every job fails on is retried once (the sandbox's MaxRetries) and then Problematic, named by
-    ``status``; ``stop`` makes no new tasks, ``flush`` makes the held-back task of an open run, ``reprocess`` sends a
-    run through both steps again with its new outputs in pass2 next to the first ones."""
+    ``status``; ``reprocess`` sends a run through both steps again with its new outputs in pass2 next to the first
+    ones, ``stop`` makes no new task meanwhile, ``flush`` makes the held-back task of an open run."""
     train = AgentTrain(local_sandbox, tmp_path)
-    good_run, bad_run, open_run, late_run = 21001, 21002, 21003, 21004
+    good_run, bad_run, open_run = 21001, 21002, 21003
     good = train.upload(good_run, 2)
     bad = train.upload(bad_run, 1, path=train.bad)
     held = train.upload(open_run, 1, close=False)  # an open run: its one file waits for more (or a flush)
@@ -267,31 +267,29 @@ def test_train_agent_moves_a_train_retries_failures_and_obeys_the_production_man
     assert re.search(rf"^{bad_run}\s+process\s+Problematic 1\s+Failed 2$", status, re.MULTILINE), status
     assert re.search(rf"^{open_run}\s+process\s+Unused 1\s+-$", status, re.MULTILINE), status
 
-    # stop: a complete run arriving now gets no task
-    assert re.search(r"^process\s+\d+\s+Stopped$", train.ok("stop"), re.MULTILINE)
-    late = train.upload(late_run, 1)
-    train.wait("the late run's file in the stopped train", lambda: late[0] in train.files(process_id), timeout=120)
-    time.sleep(20)  # ten TransformationAgent cycles
-    assert {train.files(process_id)[lfn]["status"] for lfn in [*late, *held]} == {"Unused"}
-    assert re.search(r"^process\s+\d+\s+Stopped", train.ok("status"), re.MULTILINE)
-
-    # flush: the open run's file and the late run's make tasks; DIRAC sets the step Active again
-    assert re.search(r"^process\s+\d+\s+Flush$", train.ok("flush"), re.MULTILINE)
-    train.wait("the flushed files processed", lambda: {train.files(process_id)[lfn]["status"]
-                                                       for lfn in [*late, *held]} == {"Processed"})
-    assert re.search(r"^process\s+\d+\s+Active", train.ok("status"), re.MULTILINE)
-
-    # reprocess: a bad run number is named and nothing changes; then run 21001 again, as pass 2
+    # bad run lists are refused by name, before anything changes
     refused = train.command("reprocess", "21001x")
     assert refused.returncode == 1 and "not run numbers: 21001x" in refused.stdout + refused.stderr
     refused = train.command("reprocess", "29999")
     assert refused.returncode == 1 and "run 29999 has no file in step process" in refused.stdout + refused.stderr
+
+    # stopped, a run given back by reprocess gets no task; pass 2 writes next to pass 1
+    assert re.search(r"^process\s+\d+\s+Stopped$", train.ok("stop"), re.MULTILINE)
     reprocessed = train.ok("reprocess", str(good_run))
     assert f"runs {good_run} reprocessed as pass 2" in reprocessed, reprocessed
     assert re.search(rf"^process\s+2\s+/km3net/{train.scope}/summaries/pass2/run<run_number>$", reprocessed,
                      re.MULTILINE), reprocessed
+    time.sleep(20)  # ten cycles of DIRAC's agents
+    assert {train.files(process_id)[lfn]["status"] for lfn in [*good, *held]} == {"Unused"}
+    assert re.search(r"^process\s+\d+\s+Stopped", train.ok("status"), re.MULTILINE)
+
+    # flush: the open run's held-back file makes a task too; every step is Active again
+    assert re.search(r"^process\s+\d+\s+Flush$", train.ok("flush"), re.MULTILINE)
+    train.wait("the steps Active again after the flush", lambda: len(re.findall(
+        r"^(?:process|merge)\s+\d+\s+Active", train.ok("status"), re.MULTILINE)) == 2, timeout=120)
     merged_again = f"/km3net/{train.scope}/merged/pass2/run{good_run:08d}.merged.json"
     train.wait("run 21001 merged again, in pass2", lambda: _exists(local_sandbox, train.scope, merged_again))
+    assert train.files(process_id)[held[0]]["status"] in ("Assigned", "Processed")
     names = local_sandbox.dirac_client("rucio-files", train.scope, f"/km3net/{train.scope}/merged/*")["files"]
     assert {merged_first, merged_again} <= set(names), names  # versioned: the first pass's product is kept
     summaries = local_sandbox.dirac_client("rucio-files", train.scope,

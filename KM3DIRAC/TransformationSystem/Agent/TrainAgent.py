@@ -5,9 +5,10 @@ At each cycle, for every train with a step Active, Flush or Completing (read fro
 keep, :func:`KM3DIRAC.TransformationSystem.Client.Trains.trains_in_dirac`), it does
 :meth:`KM3DIRAC.TransformationSystem.Client.Trains.TrainManager.cycle`: task status from the jobs, files of Done
 tasks Processed, files of Failed tasks back to Unused (a new task is made by DIRAC's TransformationAgent) until they
-have failed more than ``MaxRetries`` times, then Problematic (named by ``dirac-km3-train status``), and each run's
-output dataset of a step closed once the run is done there (the next step's run-aware plugin then makes its last
-task). Stopped trains are left alone. One train that fails does not stop the others.
+have failed more than ``MaxRetries`` times, then Problematic (named by ``dirac-km3-train status``), a step in Flush
+with nothing left to flush Active again, and each run's output dataset of a step closed once the run is done there
+(the next step's run-aware plugin then makes its last task). Stopped trains are left alone. One train that fails
+does not stop the others.
 
 Options (read once, in initialize; documented in KM3DIRAC/ConfigTemplate.cfg): ``PollingTime``, ``MaxRetries``.
 """
@@ -61,6 +62,8 @@ class TrainAgent(AgentModule):
                 self.log.info("Run done in its step: dataset closed", f"{train.name}: {dataset}")
             for step, lfns in report.retried.items():
                 self.log.info("Files of failed tasks retried", f"{train.name}.{step}: {len(lfns)} ({lfns[0]} ...)")
+            for step in report.flushed:
+                self.log.info("Nothing left to flush: step Active again", f"{train.name}.{step}")
             for step, lfns in report.problematic.items():
                 self.log.warn("Files failed too often: Problematic", f"{train.name}.{step}: {', '.join(lfns)}")
         if failures:

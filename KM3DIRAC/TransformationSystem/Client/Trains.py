@@ -131,6 +131,7 @@ class CycleReport:
     closed: list[str] = field(default_factory=list)  # output datasets closed: their run is done in their step
     retried: dict[str, list[str]] = field(default_factory=dict)  # step -> files of failed tasks made Unused again
     problematic: dict[str, list[str]] = field(default_factory=dict)  # step -> files that failed too often
+    flushed: list[str] = field(default_factory=list)  # steps in Flush with nothing left to flush, set Active
 
 
 @dataclass
@@ -230,8 +231,21 @@ class TrainManager:
                 report.retried[step.name] = retried
             if problematic:
                 report.problematic[step.name] = problematic
+            if self._end_empty_flush(transformation_id, step):
+                report.flushed.append(step.name)
         report.closed = self._close_done_runs(catalog, ids)
         return report
+
+    def _end_empty_flush(self, transformation_id: int, step: Step) -> bool:
+        """A step in Flush with no Unused file back to Active: DIRAC's TransformationAgent ends a Flush only where it
+        made tasks, and DIRAC's InputDataAgent feeds only Active transformations, so such a step would wait
+        forever for its input. Returns whether it was set Active."""
+        info = _value(self.client.getTransformation(transformation_id), f"{step.name}: getTransformation")
+        if info.get("Status") != "Flush" or self._transformation_files(transformation_id, step, Status="Unused"):
+            return False
+        _value(self.client.setTransformationParameter(transformation_id, "Status", "Active"),
+               f"{step.name}: setStatus Active")
+        return True
 
     def retry_failed(self, transformation_id: int, step: Step, max_retries: int) -> tuple[list[str], list[str]]:
         """Files of the step's Failed (or Killed) tasks back to Unused, for the TransformationAgent to put in new
@@ -333,8 +347,9 @@ class TrainManager:
     # ------------------------------------------------------------------------------------------ production manager
     def set_status(self, status: str) -> list[StepState]:
         """Every step's transformation to ``status``: Stopped (the TransformationAgent makes no new task, the
-        TrainAgent leaves the train alone; running jobs finish), Active (go on), Flush (DIRAC's: the plugins make
-        tasks of incomplete groups, open runs included, then DIRAC sets the step Active again)."""
+        InputDataAgent adds no file, the TrainAgent leaves the train alone; running jobs finish), Active (go on),
+        Flush (DIRAC's: the plugins make tasks of incomplete groups, open runs included, then DIRAC sets the step
+        Active again; the TrainAgent does so for a step that had nothing to flush)."""
         if status not in MANAGER_STATUSES:
             raise TrainOperationError(f"status {status}: a train can be set {', '.join(MANAGER_STATUSES)}")
         states = []
