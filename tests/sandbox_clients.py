@@ -125,7 +125,8 @@ def transformation_files(transformation_id: str) -> dict:
 
     files = _value(TransformationClient().getTransformationFiles({"TransformationID": int(transformation_id)}),
                    "getTransformationFiles")
-    return {"files": [{"lfn": file["LFN"], "status": file["Status"], "task_id": file["TaskID"]} for file in files]}
+    return {"files": [{"lfn": file["LFN"], "status": file["Status"], "task_id": file["TaskID"],
+                       "error_count": file["ErrorCount"]} for file in files]}
 
 
 def transformation_tasks(transformation_id: str) -> dict:
@@ -194,6 +195,14 @@ def upload_km3net_file(scope: str, lfn: str, path: str, rse: str, metadata_json:
     if metadata:
         client.set_metadata_bulk(scope, lfn, metadata)
     return {"did": f"{scope}:{lfn}"}
+
+
+def close_dataset(scope: str, name: str) -> dict:
+    """What ingestion does once a run is complete: its dataset closed."""
+    from rucio.client import Client
+
+    Client().close(scope, name)
+    return {"closed": f"{scope}:{name}"}
 
 
 def rucio_files(scope: str, pattern: str, filters_json: str = "{}") -> dict:
@@ -414,6 +423,7 @@ ACTIONS = {
     "leave-pending-registration": leave_pending_registration,
     "upload-km3net-file": upload_km3net_file,
     "add-scope": add_scope,
+    "close-dataset": close_dataset,
     "rucio-files": rucio_files,
     "job-attributes": job_attributes,
     "workflow-transformation": workflow_transformation,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 from sandbox_fixtures import RunningSandbox
 
-from KM3DIRAC.sandbox.local_sandbox import Sandbox
+from KM3DIRAC.sandbox.local_sandbox import Sandbox, user_environment
 
 TRAIN_TIMEOUT = 480
 JOB_AFTER_RESTART_TIMEOUT = 180
@@ -136,3 +137,169 @@ def test_demo_train_runs_end_to_end_survives_a_restart_and_a_second_run_duplicat
     assert second.stdout.count("(0 uploaded now)") == 2
     assert _summary(second.stdout) == _summary(first.stdout)
     assert _snapshot(local_sandbox, enter, transformation_ids) == before  # nothing new, nothing duplicated
+
+
+# ------------------------------------------------------------------------------------------- the TrainAgent
+AGENT_TIMEOUT = 420
+DETECTOR = 49
+TRAIN_YAML = """name: {name}
+detector: 49
+steps:
+  - name: process
+    input:
+      query: {{datatype: raw}}
+      path: /km3net/{scope}/raw
+    plugin: ByRunFiles
+    plugin_parameters: {{GroupSize: 2}}
+    jdl_template: user-analysis.jdl
+    jdl_parameters: {{Name: agent-process, Command: km3dirac-demo-process, CPUTime: 600,
+                     OutputPatterns: "*.summary.json", OutputPath: /km3net/{scope}/summaries, OutputSE: KM3-DISK-1}}
+    output:
+      path: /km3net/{scope}/summaries/run<run_number>
+      se: KM3-DISK-1
+      patterns: ["*.summary.json"]
+      metadata: {{datatype: summary}}
+  - name: merge
+    input: {{step: process}}
+    plugin: ByRun
+    jdl_template: user-analysis.jdl
+    jdl_parameters: {{Name: agent-merge, Command: km3dirac-demo-merge, CPUTime: 600,
+                     OutputPatterns: "*.merged.json", OutputPath: /km3net/{scope}/merged, OutputSE: KM3-DISK-1}}
+    output:
+      path: /km3net/{scope}/merged
+      se: KM3-DISK-1
+      patterns: ["*.merged.json"]
+      metadata: {{datatype: merged}}
+"""
+
+
+class AgentTrain:
+    """A train of its own scope on the session sandbox, driven only by the sandbox's agents; the production manager's
+    commands typed as ``dirac-km3-train <command> <train file> ...``."""
+
+    def __init__(self, sandbox: RunningSandbox, directory: Path) -> None:
+        from km3net_testdata import data_path
+
+        self.sandbox = sandbox
+        self.directory = directory
+        self.scope = f"km3agent{os.getpid() % 100000}{int(time.time()) % 1000}"
+        self.train_file = directory / "agent-train.yaml"
+        self.train_file.write_text(TRAIN_YAML.format(name=f"agent-{self.scope}", scope=self.scope))
+        self.good = Path(data_path(SAMPLE))
+        self.bad = directory / "broken.root"
+        self.bad.write_text("not a ROOT file: km3io fails on it, and so does every job given it\n")
+
+    def lfn(self, run: int, part: int) -> str:
+        return f"/km3net/{self.scope}/raw/run{run}/KM3NeT_{DETECTOR:08d}_{run:08d}.{part}.offline.root"
+
+    def upload(self, run: int, parts: int, path: Path | None = None, close: bool = True) -> list[str]:
+        lfns = [self.lfn(run, part) for part in range(parts)]
+        for lfn in lfns:
+            local = self.directory / lfn.rsplit("/", 1)[1]
+            shutil.copy(path or self.good, local)
+            metadata = json.dumps({"datatype": "raw", "DetectorID": DETECTOR, "run_number": run})
+            self.sandbox.dirac_client("upload-km3net-file", self.scope, lfn, str(local), "KM3-DISK-1", metadata)
+        if close:
+            self.sandbox.dirac_client("close-dataset", self.scope, lfns[0].rsplit("/", 1)[0])
+        return lfns
+
+    def command(self, *arguments: str, as_identity: str = "prodmanager") -> subprocess.CompletedProcess:
+        env = user_environment(self.sandbox.paths, as_identity)
+        return subprocess.run([str(Path(sys.executable).parent / "dirac-km3-train"), arguments[0],
+                               str(self.train_file), *arguments[1:]], env=env, capture_output=True, text=True,
+                              timeout=180, check=False, cwd=SOURCE_ROOT)
+
+    def ok(self, *arguments: str, as_identity: str = "prodmanager") -> str:
+        result = self.command(*arguments, as_identity=as_identity)
+        assert result.returncode == 0, f"dirac-km3-train {' '.join(arguments)}:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    def files(self, transformation_id: str) -> dict[str, dict]:
+        return {f["lfn"]: f for f in self.sandbox.dirac_client("transformation-files", transformation_id)["files"]}
+
+    def wait(self, what: str, condition, timeout: float = AGENT_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            time.sleep(5)
+        raise AssertionError(f"{what}: not after {timeout:.0f} s; status:\n{self.ok('status')}")
+
+
+SAMPLE = "offline/km3net_offline.root"
+
+
+@pytest.mark.sandbox
+def test_train_agent_moves_a_train_retries_failures_and_obeys_the_production_manager(local_sandbox: RunningSandbox,
+                                                                                       tmp_path: Path):
+    """Nobody runs ``advance``: the TrainAgent closes each run's outputs once the run is processed and the merge
+    step follows; a file every job fails on is retried once (the sandbox's MaxRetries) and then Problematic, named by
+    ``status``; ``reprocess`` sends a run through both steps again with its new outputs in pass2 next to the first
+    ones, ``stop`` makes no new task meanwhile, ``flush`` makes the held-back task of an open run."""
+    train = AgentTrain(local_sandbox, tmp_path)
+    good_run, bad_run, open_run = 21001, 21002, 21003
+    good = train.upload(good_run, 2)
+    bad = train.upload(bad_run, 1, path=train.bad)
+    held = train.upload(open_run, 1, close=False)  # an open run: its one file waits for more (or a flush)
+    # created by the user: the sandbox's JobAgent runs with the user's proxy and matches the user's jobs only
+    created = train.ok("create", as_identity="user")
+    process_id, merge_id = re.findall(r"^(?:process|merge)\s+(\d+)\s+created$", created, re.MULTILINE)
+
+    merged_first = f"/km3net/{train.scope}/merged/run{good_run:08d}.merged.json"
+    train.wait("run 21001 merged", lambda: _statuses(train.files(merge_id)) == ["Processed", "Processed"])
+    problem = train.wait("the broken file Problematic",
+                         lambda: train.files(process_id).get(bad[0], {}).get("status") == "Problematic")
+    assert problem
+    process_files = train.files(process_id)
+    assert process_files[bad[0]]["error_count"] == 2  # failed, retried once, failed again
+    failed_jobs = [t for t in local_sandbox.dirac_client("transformation-tasks", process_id)["tasks"]
+                   if t["status"] == "Failed"]
+    assert len(failed_jobs) == 2, failed_jobs
+    assert {process_files[lfn]["status"] for lfn in good} == {"Processed"}
+    assert process_files[held[0]]["status"] == "Unused"  # its run is open: held back
+
+    status = train.ok("status")
+    assert re.search(rf"^process\s+{process_id}\s+Active\s+.*Problematic 1", status, re.MULTILINE), status
+    assert re.search(rf"^process\s+{re.escape(bad[0])}\s+2$", status, re.MULTILINE), status  # named, 2 failures
+    assert re.search(rf"^{good_run}\s+process\s+Processed 2\s+Done 1$", status, re.MULTILINE), status
+    assert re.search(rf"^{good_run}\s+merge\s+Processed 2\s+Done 1$", status, re.MULTILINE), status
+    assert re.search(rf"^{bad_run}\s+process\s+Problematic 1\s+Failed 2$", status, re.MULTILINE), status
+    assert re.search(rf"^{open_run}\s+process\s+Unused 1\s+-$", status, re.MULTILINE), status
+
+    # bad run lists are refused by name, before anything changes
+    refused = train.command("reprocess", "21001x")
+    assert refused.returncode == 1 and "not run numbers: 21001x" in refused.stdout + refused.stderr
+    refused = train.command("reprocess", "29999")
+    assert refused.returncode == 1 and "run 29999 has no file in step process" in refused.stdout + refused.stderr
+
+    # stopped, a run given back by reprocess gets no task; pass 2 writes next to pass 1
+    assert re.search(r"^process\s+\d+\s+Stopped$", train.ok("stop"), re.MULTILINE)
+    reprocessed = train.ok("reprocess", str(good_run))
+    assert f"runs {good_run} reprocessed as pass 2" in reprocessed, reprocessed
+    assert re.search(rf"^process\s+2\s+/km3net/{train.scope}/summaries/pass2/run<run_number>$", reprocessed,
+                     re.MULTILINE), reprocessed
+    time.sleep(20)  # ten cycles of DIRAC's agents
+    assert {train.files(process_id)[lfn]["status"] for lfn in [*good, *held]} == {"Unused"}
+    assert re.search(r"^process\s+\d+\s+Stopped", train.ok("status"), re.MULTILINE)
+
+    # flush: the open run's held-back file makes a task too; every step is Active again
+    assert re.search(r"^process\s+\d+\s+Flush$", train.ok("flush"), re.MULTILINE)
+    train.wait("the steps Active again after the flush", lambda: len(re.findall(
+        r"^(?:process|merge)\s+\d+\s+Active", train.ok("status"), re.MULTILINE)) == 2, timeout=120)
+    merged_again = f"/km3net/{train.scope}/merged/pass2/run{good_run:08d}.merged.json"
+    train.wait("run 21001 merged again, in pass2", lambda: _exists(local_sandbox, train.scope, merged_again))
+    assert train.files(process_id)[held[0]]["status"] in ("Assigned", "Processed")
+    names = local_sandbox.dirac_client("rucio-files", train.scope, f"/km3net/{train.scope}/merged/*")["files"]
+    assert {merged_first, merged_again} <= set(names), names  # versioned: the first pass's product is kept
+    summaries = local_sandbox.dirac_client("rucio-files", train.scope,
+                                           f"/km3net/{train.scope}/summaries/pass2/run{good_run}/*")["files"]
+    assert len(summaries) == 2, summaries
+
+
+def _statuses(files: dict[str, dict]) -> list[str]:
+    return sorted(f["status"] for f in files.values())
+
+
+def _exists(sandbox: RunningSandbox, scope: str, lfn: str) -> bool:
+    return lfn in sandbox.dirac_client("rucio-files", scope, lfn)["files"]

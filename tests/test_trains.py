@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,33 @@ def test_step_job_carries_the_train_data_parameters(dirac_cs):
     jdl = job._toJDL()
     assert "/km3net/data/merged/133/2026a" in jdl
     assert "TrainStep=merge" in jdl and "TrainName=km3-reco-2026a" in jdl
+
+
+def test_a_reprocessing_pass_writes_below_pass_n_next_to_the_first_outputs(dirac_cs):
+    from KM3DIRAC.TransformationSystem.Client.Trains import step_job
+
+    train = load_train(EXAMPLE, TEMPLATES)
+    assert train.definition == EXAMPLE.read_text()  # what create keeps with the transformations for the TrainAgent
+    reco, merge = train.steps
+    per_run = replace(reco, output=replace(reco.output, path="/km3net/data/reco/run<run_number>"))
+    assert train.output_path(reco) == train.output_path(reco, 1) == "/km3net/data/reco/133/2026a"
+    assert train.output_path(reco, 2) == "/km3net/data/reco/133/2026a/pass2"
+    assert train.output_path(per_run, 3) == "/km3net/data/reco/pass3/run<run_number>"
+    _query, path = train.input_query(merge)
+    assert train.output_path(reco, 2).startswith(path + "/")  # the next step's input still finds every pass
+    assert "/km3net/data/merged/133/2026a/pass2" in step_job(train, merge, TEMPLATES, 2)._toJDL()
+    with pytest.raises(TrainDefinitionError, match="processing pass 0: must be 1 or more"):
+        train.output_path(reco, 0)
+
+
+def test_config_template_documents_the_train_agent():
+    from diraccfg import CFG
+
+    import KM3DIRAC
+
+    template = CFG().loadFromBuffer((Path(KM3DIRAC.__file__).parent / "ConfigTemplate.cfg").read_text())
+    agent = template["Systems"]["Transformation"]["Agents"]["TrainAgent"]
+    assert int(agent["MaxRetries"]) == 3 and int(agent["PollingTime"]) > 0
 
 
 @pytest.mark.rucio

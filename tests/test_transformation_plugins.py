@@ -192,14 +192,16 @@ def test_replica_locality_keeps_tasks_at_one_storage_element():
     records = ([record(5, p, ses=("SE-A",)) for p in range(6)] + [record(5, p, ses=("SE-B",)) for p in range(6, 9)]
                + [record(5, p, ses=("SE-A", "SE-B")) for p in range(9, 12)])
     plan = plan_chunks(records, by_run_files(4), complete=set())
+    # the files left after SE-A's two full chunks (part 11, also at SE-B; parts 6-8 at SE-B) choose again among
+    # themselves: SE-B now holds most of them, and they fill a chunk there, even while the run is open
     assert plan.tasks() == [
         ("SE-A", [lfn_of(5, p) for p in range(0, 4)]),
         ("SE-A", [lfn_of(5, 4), lfn_of(5, 5), lfn_of(5, 9), lfn_of(5, 10)]),
+        ("SE-B", [lfn_of(5, 6), lfn_of(5, 7), lfn_of(5, 8), lfn_of(5, 11)]),
     ]
-    assert plan.waiting_runs == {RunKey(133, 5): 4}
-    # complete: the remainders (SE-A: part 11, also at SE-B; SE-B: parts 6-8) are pooled, all at SE-B
+    assert not plan.waiting_runs
     done = plan_chunks(records, by_run_files(4), complete={RunKey(133, 5)})
-    assert done.tasks()[2:] == [("SE-B", [lfn_of(5, 11), lfn_of(5, 6), lfn_of(5, 7), lfn_of(5, 8)])]
+    assert done.tasks() == plan.tasks()
     # with no SE in common, the task names the SEs holding its files, most files first
     spread = [record(6, 0, ses=("SE-B",)), record(6, 1, ses=("SE-A",)), record(6, 2, ses=("SE-A",))]
     assert plan_chunks(spread, by_run_files(4), complete={RunKey(133, 6)}).tasks() == [
@@ -207,6 +209,37 @@ def test_replica_locality_keeps_tasks_at_one_storage_element():
     # a chunk whose files are all at two SEs names both
     both = plan_chunks([record(7, p, ses=("SE-B", "SE-A")) for p in range(2)], by_run_files(2), complete=set())
     assert both.tasks() == [("SE-A,SE-B", [lfn_of(7, 0), lfn_of(7, 1)])]
+
+
+def _left_over(records: list[FileRecord], plan) -> list[FileRecord]:
+    planned = {lfn for chunk in plan.chunks for lfn in chunk.lfns} | set(plan.unplannable)
+    return [r for r in records if r.lfn not in planned]
+
+
+def test_a_second_call_on_the_files_left_makes_nothing_new():
+    """Issue 13, item 5: open runs whose files have replicas at several SEs. Run 40: parts 0-1 only at SE-A, part 2
+    at both, part 3 only at SE-B; two files a task. The first call homes part 2 at SE-A (3 files there against 2)
+    and makes [0, 1]; the files left (2 and 3) are both at SE-B, so a second call, with nothing changed, made
+    [2, 3] at SE-B. One call now makes it."""
+    records = [record(40, 0, ses=("SE-A",)), record(40, 1, ses=("SE-A",)), record(40, 2, ses=("SE-A", "SE-B")),
+               record(40, 3, ses=("SE-B",))]
+    first = plan_chunks(records, by_run_files(2), complete=set())
+    assert first.tasks() == [("SE-A", [lfn_of(40, 0), lfn_of(40, 1)]), ("SE-B", [lfn_of(40, 2), lfn_of(40, 3)])]
+    assert plan_chunks(_left_over(records, first), by_run_files(2), complete=set()).tasks() == []
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_plan_of_the_files_left_is_empty_on_random_multi_se_layouts(seed):
+    rng = random.Random(seed)
+    ses = ["SE-A", "SE-B", "SE-C"]
+    records = [record(run, part, size=rng.randint(1, 5) * GB // 10, events=rng.randint(100, 900),
+                      ses=tuple(rng.sample(ses, rng.randint(1, 3))))
+               for run in range(200, 206) for part in range(rng.randint(3, 40))]
+    for limits in (by_run_files(4), by_run_size(1.0), by_run_events(2000), by_run_cpu(2000, 1.0)):
+        first = plan_chunks(records, limits, complete=set())
+        again = plan_chunks(_left_over(records, first), limits, complete=set())
+        assert again.tasks() == [], (limits, again.tasks())
+        assert again.waiting_runs == first.waiting_runs
 
 
 def test_runs_of_different_detectors_are_different_runs():
@@ -384,6 +417,24 @@ def test_by_run_and_locality_across_two_storage_elements(fc, layout, rucio_clien
     assert result["Timeout"] is True
     flushed = run_plugin("ByRun", fc, layout.replicas(at_disk2), status="Flush")
     assert flushed["Value"] == [("KM3-DISK-2", at_disk2)] and "Timeout" not in flushed
+
+
+@pytest.mark.rucio
+def test_plugin_called_again_on_the_files_it_left_makes_no_task(fc, layout):
+    """An open run with replicas at two SEs, through DIRAC's dispatch: the TransformationAgent calls the plugin again
+    on the Unused files; with nothing changed, it must make no task."""
+    lfns = layout.add({layout.lfn(950, p): {"Size": 10, "run_number": 950} for p in range(3)}, se="KM3-DISK-1")
+    lfns += layout.add({layout.lfn(950, 3): {"Size": 10, "run_number": 950}}, se="KM3-DISK-2")
+    added = _ok(layout.fc.addReplica({lfns[2]: {"SE": "KM3-DISK-2", "PFN": ""}}))
+    assert not added["Failed"], added
+    replicas = layout.replicas(lfns)
+    assert replicas[lfns[2]] == ["KM3-DISK-1", "KM3-DISK-2"]
+    first = run_plugin("ByRunFiles", fc, replicas, GroupSize=2)
+    assert first["OK"], first
+    assigned = {lfn for _, task in first["Value"] for lfn in task}
+    second = run_plugin("ByRunFiles", fc, {lfn: ses for lfn, ses in replicas.items() if lfn not in assigned},
+                        GroupSize=2)
+    assert second["OK"] and second["Value"] == [], (first, second)
 
 
 @pytest.mark.rucio

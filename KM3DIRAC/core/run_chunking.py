@@ -6,13 +6,18 @@ Per run, in one pass over its files:
    SE name), so a run's files gather at as few SEs as possible;
 2. per home SE, files in LFN order fill a chunk until the next file would break a limit (or the chunk reaches a
    limit): that chunk is full and becomes a task at once, whatever the state of the run;
-3. the last, not full, chunk of each SE is held back while the run is still open (more files may come), and made
-   once the run is complete (its datasets closed) or the transformation flushes. Then the remainders of a run's
-   SEs are pooled and chunked again, so a complete run ends in as few small tasks as possible.
+3. the files left over choose their home SE again among themselves, and steps 1-2 repeat until they make no full
+   chunk: a file at several SEs may have lost its first home's other files to full chunks and now fill one at its
+   other SE. So one call reaches the state the next call on the files it left would reach (that next call makes
+   nothing new while nothing changed);
+4. the last, not full, chunks are held back while the run is still open (more files may come), and made once the
+   run is complete (its datasets closed) or the transformation flushes. Then the remainders of a run's SEs are
+   pooled and chunked again, so a complete run ends in as few small tasks as possible.
 
 A task's SE string lists the SEs holding every file of the task; when a pooled remainder has no SE in common, it
 lists the SEs holding any of its files, most files first. Time and memory are linear in the number of files:
-each file is looked at a bounded number of times, and only LFN order within one run is sorted.
+each repetition of steps 1-2 sees only the files the previous one left (at most a chunk per SE short of full),
+and only LFN order within one run is sorted.
 """
 
 from __future__ import annotations
@@ -164,15 +169,27 @@ def _unplannable(records: list[FileRecord], limits: ChunkLimits, plan: ChunkPlan
     return kept
 
 
-def plan_run(run: RunKey, records: list[FileRecord], limits: ChunkLimits, run_is_complete: bool,
-             plan: ChunkPlan) -> None:
-    """Add the tasks of one run to ``plan`` (see the module docstring)."""
-    records = _unplannable(records, limits, plan)
+def _full_chunks_at_home_ses(run: RunKey, records: list[FileRecord],
+                             limits: ChunkLimits) -> tuple[list[Chunk], list[FileRecord]]:
+    """One pass of steps 1 and 2: the full chunks at the files' home SEs, and the files left over."""
+    made: list[Chunk] = []
     remainders: list[FileRecord] = []
     for files in home_ses(records).values():
         full, remainder = fill_chunks(_lfn_order(files), limits)
-        plan.chunks.extend(Chunk(run, task_ses(chunk), [r.lfn for r in chunk]) for chunk in full)
+        made.extend(Chunk(run, task_ses(chunk), [r.lfn for r in chunk]) for chunk in full)
         remainders.extend(remainder)
+    return made, remainders
+
+
+def plan_run(run: RunKey, records: list[FileRecord], limits: ChunkLimits, run_is_complete: bool,
+             plan: ChunkPlan) -> None:
+    """Add the tasks of one run to ``plan`` (see the module docstring)."""
+    remainders = _unplannable(records, limits, plan)
+    while remainders:  # until the files left would make no full chunk at a next call either
+        made, remainders = _full_chunks_at_home_ses(run, remainders, limits)
+        plan.chunks.extend(made)
+        if not made:
+            break
     if not remainders:
         return
     if not run_is_complete:

@@ -29,6 +29,7 @@ metadata, so DIRAC's InputDataAgent feeds it with step N's registered outputs an
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,7 @@ class Train:
     source: str = "<train>"
     detector: int | None = None
     runs: tuple[int, ...] = ()
+    definition: str = field(default="", compare=False, repr=False)  # the YAML text it was read from
 
     def step(self, name: str) -> Step:
         for step in self.steps:
@@ -98,6 +100,19 @@ class Train:
     def output_metadata(self, step: Step) -> dict[str, Any]:
         """Metadata every output of ``step`` is registered with (what the next step queries)."""
         return {**step.output.metadata, "TrainName": self.name, "TrainStep": step.name}
+
+    def output_path(self, step: Step, processing_pass: int = 1) -> str:
+        """Where ``step``'s outputs of a processing pass go: pass 1 (the first processing) at the step's output path,
+        a later pass (``dirac-km3-train reprocess``) in a ``pass<N>`` directory just below the path's fixed part
+        (``/a/b/run<run_number>`` -> ``/a/b/pass2/run<run_number>``): Rucio never reuses a file's name, so the
+        outputs of a reprocessing are new files next to the old ones, not replacements."""
+        path = step.output.path
+        if processing_pass < 1:
+            raise TrainDefinitionError(f"{self.source}: processing pass {processing_pass}: must be 1 or more")
+        if processing_pass == 1:
+            return path
+        fixed = static_directory(path)
+        return f"{fixed.rstrip('/')}/pass{processing_pass}{path[len(fixed):]}"
 
     def input_query(self, step: Step) -> tuple[dict[str, Any], str]:
         """(metadata query, path) feeding ``step``: its own query, or the outputs of its input step."""
@@ -283,9 +298,17 @@ def parse_train(data: Any, source: str = "<train>", templates: Path | None = Non
 
 def load_train(path: Path, templates: Path | None = None) -> Train:
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except OSError as error:
         raise TrainDefinitionError(f"{path}: cannot be read: {error}") from error
+    return load_train_text(text, str(path), templates)
+
+
+def load_train_text(text: str, source: str, templates: Path | None = None) -> Train:
+    """A train from its YAML text (a file's, or the copy DIRAC keeps with the train's transformations)."""
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise TrainDefinitionError(f"{path}: not valid YAML: {error}") from error
-    return parse_train(data, str(path), templates)
+        raise TrainDefinitionError(f"{source}: not valid YAML: {error}") from error
+    train = parse_train(data, source, templates)
+    return dataclasses.replace(train, definition=text)

@@ -5,8 +5,9 @@
    run metadata, closed once complete;
 3. create the two-step train of trains/demo.yaml: ``process`` (chunks of each run; km3io reads every event) and
    ``merge`` (one task per run), fed by ``process``'s registered outputs through its input meta query;
-4. follow it to the end, closing each run's ``process`` output dataset once the run is processed there
-   (``dirac-km3-train advance``), and print a summary with the commands to look at the results.
+4. follow it to the end while KM3DIRAC's TrainAgent moves it (nobody runs ``dirac-km3-train advance``: the agent
+   closes each run's ``process`` output dataset once the run is processed there), and print a summary with the
+   commands to look at the results.
 
 Running it again does not duplicate anything: ingestion skips what Rucio has, the train's transformations exist.
 """
@@ -168,11 +169,10 @@ def ingest(catalog, runs: int, files_per_run: int, work: Path) -> list[int]:
 
 
 def follow(manager, catalog, runs: list[int], timeout: float) -> bool:
+    """Watch the train until every run is merged: DIRAC's agents and KM3DIRAC's TrainAgent move it."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
-        for dataset in manager.advance(catalog):
-            say(f"closed {dataset}: its run is processed, the merge step may take it")
         states = manager.status()
         line = " | ".join(f"{s.step}: files {_counts(s.files)}; tasks {_counts(s.tasks)}" for s in states)
         if line != last:

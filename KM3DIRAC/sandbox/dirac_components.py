@@ -59,6 +59,7 @@ class DiracAgent:
     system: str
     name: str
     options: tuple[tuple[str, str], ...] = ()
+    km3dirac: bool = False  # KM3DIRAC's own agent: its section comes from KM3DIRAC's ConfigTemplate.cfg
 
     @property
     def full_name(self) -> str:
@@ -100,6 +101,8 @@ DATABASE_SYSTEMS = {
 EXECUTORS = ("JobPath", "JobSanity", "InputData", "JobScheduling")
 # MaxCycles 0: the sandbox's agents run until `down` (DIRAC's default stops an agent after 500 cycles)
 FAST_AGENT_OPTIONS = (("PollingTime", "2"), ("MaxCycles", "0"))
+#: the sandbox TrainAgent's MaxRetries (production default: KM3DIRAC/ConfigTemplate.cfg)
+SANDBOX_TRAIN_RETRIES = 1
 AGENTS = (
     # KM3DIRAC's run-aware plugins (KM3DIRAC.TransformationSystem.PLUGIN_LOCATION)
     DiracAgent("Transformation", "TransformationAgent",
@@ -110,6 +113,10 @@ AGENTS = (
                (*FAST_AGENT_OPTIONS, ("ShifterCredentials", ""), ("MonitorTasks", "yes"), ("MonitorFiles", "yes"),
                 ("CheckReserved", "yes"))),
     DiracAgent("Transformation", "InputDataAgent", FAST_AGENT_OPTIONS),
+    # KM3DIRAC's: moves every running train (task status, retries, runs' output datasets closed); one retry keeps
+    # the sandbox's tests of a failing step short
+    DiracAgent("Transformation", "TrainAgent", (*FAST_AGENT_OPTIONS, ("MaxRetries", str(SANDBOX_TRAIN_RETRIES))),
+               km3dirac=True),
     # DIRAC's template runs 50 worker processes (~4 GB resident): two are plenty on one machine
     DiracAgent("RequestManagement", "RequestExecutingAgent",
                (*FAST_AGENT_OPTIONS, ("MinProcess", "1"), ("MaxProcess", "2"), ("ProcessPoolQueueSize", "10"),
@@ -180,6 +187,13 @@ def _dirac_template(system: str) -> CFG:
     return CFG().loadFromFile(str(Path(DIRAC.__file__).parent / f"{system}System" / "ConfigTemplate.cfg"))
 
 
+def _km3dirac_template(system: str) -> CFG:
+    """KM3DIRAC's ConfigTemplate.cfg's ``Systems/<system>`` section."""
+    import KM3DIRAC
+
+    return CFG().loadFromFile(str(Path(KM3DIRAC.__file__).parent / "ConfigTemplate.cfg"))["Systems"][system]
+
+
 def _section(cfg: CFG, path: str) -> CFG:
     """The section at ``path`` (``/A/B/C``), created level by level (diraccfg creates only one level at a time)."""
     node = cfg
@@ -204,9 +218,12 @@ def _component_sections(ports: dict[str, int]) -> CFG:
     cfg = CFG()
     templates: dict[str, CFG] = {}
     for component in [*SERVICES, *AGENTS]:
-        templates.setdefault(component.system, _dirac_template(component.system))
         category = "Services" if isinstance(component, DiracService) else "Agents"
-        section = templates[component.system].getAsCFG(f"{category}/{component.name}")
+        if getattr(component, "km3dirac", False):
+            section = _km3dirac_template(component.system).getAsCFG(f"{category}/{component.name}")
+        else:
+            templates.setdefault(component.system, _dirac_template(component.system))
+            section = templates[component.system].getAsCFG(f"{category}/{component.name}")
         path = f"/Systems/{component.system}/{category}/{component.name}"
         _set_section(cfg, path, section)
         if isinstance(component, DiracService):

@@ -26,9 +26,20 @@ from KM3DIRAC.core.job_run import output_directory
 from KM3DIRAC.core.run_chunking import PLUGIN_LIMITS, parameters_from, plan_chunks
 from KM3DIRAC.core.run_metadata import fetch_run_metadata
 from KM3DIRAC.core.runs import build_file_records, complete_runs
-from KM3DIRAC.core.trains import Step, Train
+from KM3DIRAC.core.trains import Step, Train, load_train_text
 
 TRANSFORMATION_TYPE = "DataReconstruction"
+#: Transformation parameter keeping the train's YAML, where the TrainAgent finds the train.
+TRAIN_DEFINITION_PARAMETER = "KM3TrainDefinition"
+#: Transformation parameter: the step's processing pass (1, plus one per ``dirac-km3-train reprocess``).
+TRAIN_PASS_PARAMETER = "KM3TrainPass"
+#: Steps in these statuses make a train the TrainAgent works on (Stopped trains are left alone).
+RUNNING_STATUSES = ("Active", "Flush", "Completing")
+#: What a production manager sets a train to (stop, start, flush).
+MANAGER_STATUSES = ("Stopped", "Active", "Flush")
+#: Task (job) statuses whose files are retried.
+FAILED_TASK_STATUSES = ("Failed", "Killed")
+DEFAULT_MAX_RETRIES = 3
 #: JDL attributes of a template the train sets itself from the step definition.
 TRAIN_OWNED = ("KM3InputData", "KM3OutputData", "KM3OutputPath", "KM3OutputSE", "KM3FailoverSEs",
                "KM3OutputMetadata", "KM3Replicate", "InputData", "JobName", "JobGroup")
@@ -48,7 +59,7 @@ def _jdl_list(values: list[str] | tuple[str, ...]) -> str:
     return ";".join(values)  # DIRAC's Job turns ';'-separated JDL parameters into JDL lists
 
 
-def step_job(train: Train, step: Step, templates: Path) -> Job:
+def step_job(train: Train, step: Step, templates: Path, processing_pass: int = 1) -> Job:
     """The job of one task of ``step``: the template's executable, arguments, CPU time and sandboxes, plus the
     train's data parameters (the task's input files come from the TransformationSystem as InputData)."""
     template = templates / step.jdl_template
@@ -74,7 +85,7 @@ def step_job(train: Train, step: Step, templates: Path) -> Job:
         job.setOutputSandbox(sandbox)
     data_parameters = {
         "KM3OutputData": _jdl_list(step.output.patterns),
-        "KM3OutputPath": step.output.path,
+        "KM3OutputPath": train.output_path(step, processing_pass),
         "KM3OutputSE": step.output.se,
         "KM3FailoverSEs": _jdl_list(step.output.failover_ses),
         "KM3OutputMetadata": _jdl_list([f"{k}={v}" for k, v in train.output_metadata(step).items()]),
@@ -100,10 +111,38 @@ class StepState:
     status: str = ""
     files: dict[str, int] = field(default_factory=dict)
     tasks: dict[str, int] = field(default_factory=dict)
+    problematic: dict[str, int] = field(default_factory=dict)  # lfn -> times it failed
+
+
+@dataclass
+class RunStepState:
+    """One run in one step: its files by status and the tasks (jobs) they are in, by status."""
+
+    run: int | None
+    step: str
+    files: dict[str, int] = field(default_factory=dict)
+    tasks: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class CycleReport:
+    """What one cycle of the TrainAgent (or ``dirac-km3-train advance``) did to a train."""
+
+    closed: list[str] = field(default_factory=list)  # output datasets closed: their run is done in their step
+    retried: dict[str, list[str]] = field(default_factory=dict)  # step -> files of failed tasks made Unused again
+    problematic: dict[str, list[str]] = field(default_factory=dict)  # step -> files that failed too often
+    flushed: list[str] = field(default_factory=list)  # steps in Flush with nothing left to flush, set Active
+
+
+@dataclass
+class ReprocessReport:
+    processing_pass: int
+    files: dict[str, int] = field(default_factory=dict)  # step -> files made Unused again
+    output_paths: dict[str, str] = field(default_factory=dict)  # step -> where the new pass's outputs go
 
 
 class TrainManager:
-    def __init__(self, train: Train, templates: Path, client: TransformationClient | None = None,
+    def __init__(self, train: Train, templates: Path | None = None, client: TransformationClient | None = None,
                  transformation_type: str = TRANSFORMATION_TYPE) -> None:
         self.train = train
         self.templates = templates
@@ -114,15 +153,43 @@ class TrainManager:
         result = self.client.getTransformation(self.train.transformation_name(step))
         return int(result["Value"]["TransformationID"]) if result["OK"] else None
 
+    def _ids(self) -> dict[str, int | None]:
+        return {step.name: self.existing_id(step) for step in self.train.steps}
+
+    def _created_ids(self) -> dict[str, int]:
+        ids = self._ids()
+        missing = [name for name, transformation_id in ids.items() if transformation_id is None]
+        if missing:
+            raise TrainOperationError(f"train {self.train.name}: steps {missing} have no transformation yet "
+                                      f"(dirac-km3-train create {self.train.source})")
+        return ids  # type: ignore[return-value]
+
+    def _templates(self) -> Path:
+        if self.templates is None:
+            raise TrainOperationError(f"train {self.train.name}: no JDL template directory given")
+        return self.templates
+
     def create(self) -> list[StepState]:
         states = []
         for step in self.train.steps:
             existing = self.existing_id(step)
             if existing is not None:
+                self._keep_definition(existing, step)
                 states.append(StepState(step.name, existing, created=False))
                 continue
             states.append(StepState(step.name, self._create_step(step), created=True))
         return states
+
+    def _keep_definition(self, transformation_id: int, step: Step) -> None:
+        """The train's YAML kept with each step's transformation, where the TrainAgent finds it (a transformation
+        created before KM3DIRAC kept it gets it now; one that has it keeps its own)."""
+        if not self.train.definition:
+            return
+        kept = self.client.getTransformationParameters(transformation_id, TRAIN_DEFINITION_PARAMETER)
+        if not kept["OK"]:
+            _value(self.client.setTransformationParameter(transformation_id, TRAIN_DEFINITION_PARAMETER,
+                                                          self.train.definition),
+                   f"{step.name}: {TRAIN_DEFINITION_PARAMETER}")
 
     def _create_step(self, step: Step) -> int:
         name = self.train.transformation_name(step)
@@ -136,15 +203,70 @@ class TrainManager:
         transformation.setTransformationGroup(self.train.name)
         transformation.setPlugin(step.plugin)
         transformation.setGroupSize(int(step.plugin_parameters.get("GroupSize", 1)))
-        transformation.setBody(step_job(self.train, step, self.templates).workflow.toXML())
+        transformation.setBody(step_job(self.train, step, self._templates()).workflow.toXML())
         transformation.setInputMetaQuery({**query, **({} if path == "/" else {PATH_KEY: path})})
         _value(transformation.addTransformation(addFiles=True), f"{name}: addTransformation")
         transformation_id = int(_value(transformation.getTransformationID(), f"{name}: getTransformationID"))
         for key, value in step.plugin_parameters.items():
             _value(self.client.setTransformationParameter(transformation_id, key, value), f"{name}: {key}")
+        self._keep_definition(transformation_id, step)
         _value(transformation.setStatus("Active"), f"{name}: setStatus")
         _value(transformation.setAgentType("Automatic"), f"{name}: setAgentType")
         return transformation_id
+
+    # ------------------------------------------------------------------------------------------ one cycle
+    def cycle(self, catalog: Any, max_retries: int = DEFAULT_MAX_RETRIES) -> CycleReport:
+        """What the TrainAgent does for the train at each cycle: task status from the jobs, files of Done tasks
+        Processed, files of Failed tasks retried (or Problematic past ``max_retries`` failures), and each run's
+        output dataset of a step closed once the run is done there (:meth:`advance`)."""
+        report = CycleReport()
+        ids = self._ids()
+        for step in self.train.steps:
+            transformation_id = ids[step.name]
+            if transformation_id is None:
+                continue
+            self.refresh_tasks(transformation_id)
+            retried, problematic = self.retry_failed(transformation_id, step, max_retries)
+            if retried:
+                report.retried[step.name] = retried
+            if problematic:
+                report.problematic[step.name] = problematic
+            if self._end_empty_flush(transformation_id, step):
+                report.flushed.append(step.name)
+        report.closed = self._close_done_runs(catalog, ids)
+        return report
+
+    def _end_empty_flush(self, transformation_id: int, step: Step) -> bool:
+        """A step in Flush with no Unused file back to Active: DIRAC's TransformationAgent ends a Flush only where it
+        made tasks, and DIRAC's InputDataAgent feeds only Active transformations, so such a step would wait
+        forever for its input. Returns whether it was set Active."""
+        info = _value(self.client.getTransformation(transformation_id), f"{step.name}: getTransformation")
+        if info.get("Status") != "Flush" or self._transformation_files(transformation_id, step, Status="Unused"):
+            return False
+        _value(self.client.setTransformationParameter(transformation_id, "Status", "Active"),
+               f"{step.name}: setStatus Active")
+        return True
+
+    def retry_failed(self, transformation_id: int, step: Step, max_retries: int) -> tuple[list[str], list[str]]:
+        """Files of the step's Failed (or Killed) tasks back to Unused, for the TransformationAgent to put in new
+        tasks; a file that has failed more than ``max_retries`` times is Problematic instead (TransformationDB
+        counts a file's failures in ErrorCount: Assigned and then not Processed, and never lowers it: a file given
+        back by ``reprocess`` after it was Problematic gets one more try). Returns (retried, problematic)."""
+        if max_retries < 0:
+            raise TrainOperationError(f"MaxRetries = {max_retries}: must be 0 (no retry) or more")
+        failed_tasks = _value(self.client.getTransformationTasks({"TransformationID": transformation_id,
+                                                                  "ExternalStatus": list(FAILED_TASK_STATUSES)}),
+                              f"{step.name}: getTransformationTasks")
+        task_ids = [task["TaskID"] for task in failed_tasks]
+        assigned = self._transformation_files(transformation_id, step, Status="Assigned", TaskID=task_ids) \
+            if task_ids else []
+        retried = sorted(f["LFN"] for f in assigned if int(f.get("ErrorCount") or 0) < max_retries)
+        problematic = sorted(f["LFN"] for f in assigned if int(f.get("ErrorCount") or 0) >= max_retries)
+        for status, lfns in (("Unused", retried), ("Problematic", problematic)):
+            if lfns:
+                _value(self.client.setFileStatusForTransformation(transformation_id, status, lfns),
+                       f"{step.name}: files {status}")
+        return retried, problematic
 
     def advance(self, catalog: Any) -> list[str]:
         """Close the per-run output datasets of every step whose runs are fully processed, so that the next step's
@@ -153,11 +275,14 @@ class TrainManager:
         A step's output path with ``<run_number>`` (e.g. ``.../run<run_number>``) keeps each run in its own dataset;
         a run is done in a step when every one of its files in the step's transformation is Processed and every
         output in the run's dataset has reached the next step's transformation (the InputDataAgent adds them)."""
-        closed = []
-        ids = {step.name: self.existing_id(step) for step in self.train.steps}
+        ids = self._ids()
         for transformation_id in ids.values():
             if transformation_id is not None:
                 self.refresh_tasks(transformation_id)
+        return self._close_done_runs(catalog, ids)
+
+    def _close_done_runs(self, catalog: Any, ids: dict[str, int | None]) -> list[str]:
+        closed = []
         for step in self.train.steps[:-1]:
             transformation_id = ids[step.name]
             if "<run_number>" not in step.output.path or transformation_id is None:
@@ -167,23 +292,30 @@ class TrainManager:
             pending = {runs.get(f["LFN"]) for f in files if f["Status"] != "Processed"}
             fed = {f["LFN"] for later in self.train.steps if later.input_step == step.name and ids[later.name]
                    for f in self._transformation_files(ids[later.name], later)}
+            passes = range(1, self.processing_pass(transformation_id) + 1)
             for run in sorted({r for r in runs.values() if r is not None} - pending):
                 metadata = {**self.train.output_metadata(step), "run_number": run}
                 if self.train.detector is not None:
                     metadata.setdefault("DetectorID", self.train.detector)
-                dataset = output_directory(step.output.path, metadata)
-                if not catalog.directory_open_states([dataset]).get(dataset):
-                    continue  # absent, or closed already
-                outputs = set(catalog.dataset_files({dataset: True}).successful.get(dataset, []))
-                if outputs - fed:
-                    continue  # the InputDataAgent has not handed all of them to the next step yet
-                catalog.set_dataset_open({dataset: True}, is_open=False)
-                closed.append(dataset)
+                datasets = [output_directory(self.train.output_path(step, number), metadata) for number in passes]
+                for dataset, is_open in catalog.directory_open_states(datasets).items():
+                    if not is_open:
+                        continue  # absent, or closed already
+                    outputs = set(catalog.dataset_files({dataset: True}).successful.get(dataset, []))
+                    if outputs - fed:
+                        continue  # the InputDataAgent has not handed all of them to the next step yet
+                    catalog.set_dataset_open({dataset: True}, is_open=False)
+                    closed.append(dataset)
         return closed
 
     def _transformation_files(self, transformation_id: int, step: Step, **conditions: Any) -> list[dict]:
         query = {"TransformationID": transformation_id, **conditions}
         return _value(self.client.getTransformationFiles(query), f"{step.name}: getTransformationFiles")
+
+    def processing_pass(self, transformation_id: int) -> int:
+        """The step's current processing pass: 1, plus one per ``reprocess``."""
+        kept = self.client.getTransformationParameters(transformation_id, TRAIN_PASS_PARAMETER)
+        return int(kept["Value"]) if kept["OK"] else 1
 
     def refresh_tasks(self, transformation_id: int) -> None:
         """Task status from its job, and files of Done tasks Processed: what the WorkflowTaskAgent's MonitorTasks and
@@ -193,7 +325,7 @@ class TrainManager:
         tasks = _value(self.client.getTransformationTasks({"TransformationID": transformation_id}),
                        "getTransformationTasks")
         open_tasks = [t for t in tasks if int(t.get("ExternalID") or 0) > 0
-                      and t["ExternalStatus"] not in ("Done", "Failed", "Killed")]
+                      and t["ExternalStatus"] not in ("Done", *FAILED_TASK_STATUSES)]
         if not open_tasks:
             return
         jobs = _value(JobMonitoringClient().getJobsStatus([int(t["ExternalID"]) for t in open_tasks]),
@@ -212,6 +344,64 @@ class TrainManager:
                     _value(self.client.setFileStatusForTransformation(transformation_id, "Processed", lfns),
                            "setFileStatusForTransformation")
 
+    # ------------------------------------------------------------------------------------------ production manager
+    def set_status(self, status: str) -> list[StepState]:
+        """Every step's transformation to ``status``: Stopped (the TransformationAgent makes no new task, the
+        InputDataAgent adds no file, the TrainAgent leaves the train alone; running jobs finish), Active (go on),
+        Flush (DIRAC's: the plugins make tasks of incomplete groups, open runs included, then DIRAC sets the step
+        Active again; the TrainAgent does so for a step that had nothing to flush)."""
+        if status not in MANAGER_STATUSES:
+            raise TrainOperationError(f"status {status}: a train can be set {', '.join(MANAGER_STATUSES)}")
+        states = []
+        for step_name, transformation_id in self._created_ids().items():
+            _value(self.client.setTransformationParameter(transformation_id, "Status", status),
+                   f"{step_name}: setStatus {status}")
+            states.append(StepState(step_name, transformation_id, status=status))
+        return states
+
+    def reprocess(self, catalog: Any, runs: list[int]) -> ReprocessReport:
+        """The given runs' files go back through the steps, as a new processing pass with versioned outputs.
+
+        Every step's jobs from now on write below ``pass<N>`` (:meth:`KM3DIRAC.core.trains.Train.output_path`);
+        the first steps' files of the runs are made Unused again (their earlier outputs stay, as pass N-1's); each
+        later step is fed the new outputs by the InputDataAgent as before, and the TrainAgent closes the runs' new
+        output datasets as they are done. A run with no file in a first step, or with files still being processed
+        (Assigned), is refused, naming it, before anything is changed."""
+        if not runs:
+            raise TrainOperationError(f"train {self.train.name}: reprocess needs the runs to reprocess")
+        ids = self._created_ids()
+        first_steps = [step for step in self.train.steps if step.input_step is None]
+        selected: dict[str, list[str]] = {}
+        problems = []
+        for step in first_steps:
+            files = self._transformation_files(ids[step.name], step)
+            run_of_file = _runs_of(catalog, [f["LFN"] for f in files])
+            in_runs = [f for f in files if run_of_file.get(f["LFN"]) in runs]
+            for run in runs:
+                of_run = [f for f in in_runs if run_of_file.get(f["LFN"]) == run]
+                if not of_run:
+                    problems.append(f"run {run} has no file in step {step.name}")
+                elif busy := [f["LFN"] for f in of_run if f["Status"] == "Assigned"]:
+                    problems.append(f"run {run} has {len(busy)} files still being processed in step {step.name} "
+                                    f"(Assigned, e.g. {busy[0]}): wait for their jobs, then reprocess")
+            selected[step.name] = [f["LFN"] for f in in_runs]
+        if problems:
+            raise TrainOperationError(f"train {self.train.name}: nothing reprocessed: {'; '.join(problems)}")
+        new_pass = max(self.processing_pass(transformation_id) for transformation_id in ids.values()) + 1
+        report = ReprocessReport(new_pass)
+        for step in self.train.steps:  # new jobs write the new pass before any file is given back
+            body = step_job(self.train, step, self._templates(), new_pass).workflow.toXML()
+            _value(self.client.setTransformationParameter(ids[step.name], "Body", body), f"{step.name}: Body")
+            _value(self.client.setTransformationParameter(ids[step.name], TRAIN_PASS_PARAMETER, new_pass),
+                   f"{step.name}: {TRAIN_PASS_PARAMETER}")
+            report.output_paths[step.name] = self.train.output_path(step, new_pass)
+        for step_name, lfns in selected.items():
+            _value(self.client.setFileStatusForTransformation(ids[step_name], "Unused", lfns, force=True),
+                   f"{step_name}: files Unused")
+            report.files[step_name] = len(lfns)
+        return report
+
+    # ------------------------------------------------------------------------------------------ status
     def status(self) -> list[StepState]:
         states = []
         for step in self.train.steps:
@@ -223,11 +413,62 @@ class TrainManager:
                 state.files = _value(self.client.getTransformationStats(transformation_id), f"{step.name}: stats")
                 state.tasks = _value(self.client.getTransformationTaskStats(transformation_id),
                                      f"{step.name}: task stats")
+                if state.files.get("Problematic"):
+                    state.problematic = {f["LFN"]: int(f.get("ErrorCount") or 0) for f in self._transformation_files(
+                        transformation_id, step, Status="Problematic")}
             states.append(state)
         return states
 
+    def run_view(self, catalog: Any) -> list[RunStepState]:
+        """Per run, per step: the run's files by status and every task (job) made of them, retries included, by
+        status (run order, then step order)."""
+        rows: dict[tuple[Any, int], RunStepState] = {}
+        for index, step in enumerate(self.train.steps):
+            transformation_id = self.existing_id(step)
+            if transformation_id is None:
+                continue
+            files = self._transformation_files(transformation_id, step)
+            tasks = _value(self.client.getTransformationTasks({"TransformationID": transformation_id},
+                                                              inputVector=True), f"{step.name}: getTransformationTasks")
+            runs = _runs_of(catalog, [f["LFN"] for f in files])
+            for f in files:
+                row = rows.setdefault((runs.get(f["LFN"]), index), RunStepState(runs.get(f["LFN"]), step.name))
+                row.files[f["Status"]] = row.files.get(f["Status"], 0) + 1
+            for task in tasks:
+                lfns = [lfn for lfn in str(task.get("InputVector") or "").split(";") if lfn]
+                for run in {runs.get(lfn) for lfn in lfns if lfn in runs}:
+                    row = rows.setdefault((run, index), RunStepState(run, step.name))
+                    row.tasks[task["ExternalStatus"]] = row.tasks.get(task["ExternalStatus"], 0) + 1
+        return [rows[key] for key in sorted(rows, key=lambda key: (key[0] is None, key[0] or 0, key[1]))]
+
+
+def trains_in_dirac(client: TransformationClient | None = None,
+                    statuses: tuple[str, ...] = RUNNING_STATUSES) -> tuple[list[Train], dict[str, str]]:
+    """The trains with a step in one of ``statuses``, read from the YAML copy their transformations keep; and the
+    trains that cannot be read (train -> why). A train is its transformations of one TransformationGroup named
+    ``<group>.<step>``."""
+    client = client or TransformationClient()
+    transformations = _value(client.getTransformations({"Status": list(statuses)}), "getTransformations")
+    first_id: dict[str, int] = {}
+    for transformation in transformations:
+        group = transformation.get("TransformationGroup") or ""
+        if group and str(transformation.get("TransformationName", "")).startswith(f"{group}."):
+            first_id.setdefault(group, int(transformation["TransformationID"]))
+    trains, problems = [], {}
+    for group, transformation_id in sorted(first_id.items()):
+        kept = client.getTransformationParameters(transformation_id, TRAIN_DEFINITION_PARAMETER)
+        if not kept["OK"]:
+            continue  # a transformation group that is not a KM3DIRAC train
+        try:
+            trains.append(load_train_text(str(kept["Value"]), f"train {group} (transformation {transformation_id})"))
+        except KM3DiracError as error:
+            problems[group] = str(error)
+    return trains, problems
+
 
 def _runs_of(catalog: Any, lfns: list[str]) -> dict[str, int | None]:
+    if not lfns:
+        return {}
     metadata = catalog.did_metadata(catalog.mapper.to_did(lfn) for lfn in lfns)
     return {catalog.mapper.to_lfn(did): meta.get("run_number") for did, meta in metadata.items()}
 
