@@ -187,7 +187,7 @@ def _write_night(daq: Path, runs: list[int], files_per_run: int) -> dict[str, tu
 
 def _kill_at(shore, line_start: str) -> str:
     """Start the command, SIGKILL it as soon as a stdout line starts with ``line_start``; its output."""
-    process = subprocess.Popen(shore["command"]("--read-events=no"), stdout=subprocess.PIPE,
+    process = subprocess.Popen(shore["command"]("--read-events=no", "--chunk-files=20"), stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True, env=shore["env"], cwd=shore["tmp"])
     seen = []
     try:
@@ -205,14 +205,16 @@ def _kill_at(shore, line_start: str) -> str:
 
 def test_killed_at_several_points_then_rerun_nothing_duplicated_nothing_missed(shore, rucio_client):
     daq = shore["daq"]
-    disk = _write_night(daq, [20001, 20002, 20003], 900)  # 2700 files: three add_replicas chunks of <= 1000
+    disk = _write_night(daq, [20001, 20002, 20003], 30)  # 90 files: chunks of 20 files per registration call
     runs = {(133, run) for run in (20001, 20002, 20003)}
     # killed while it checks Rucio (before any write), then twice after its first chunk (inside the next one)
-    for point in ("scanned ", "registered 1000/", "registered 1000/"):
+    for point in ("scanned ", "registered 20/", "registered 20/"):
         _kill_at(shore, point)
     partial = _rucio_state(rucio_client, shore, runs)
     registered = sum(len(entry["files"]) for entry in partial.values())
-    assert 2000 <= registered < len(disk), registered  # the kills really cut registrations short
+    assert 40 <= registered < len(disk), registered  # the kills really cut registrations short
+    _kill_at(shore, "run detector 133 run 20001: complete")  # killed while it closes the complete runs
+    assert rucio_client.get_metadata(shore["scope"], _dataset(shore["scope"], 133, 20001))["is_open"] is False
     final = shore["ingest"]("--read-events=no")
     assert final.returncode == 0, final
     assert _rucio_state(rucio_client, shore, runs) == _expected_state(shore, disk, closed=runs)

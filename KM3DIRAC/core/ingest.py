@@ -75,12 +75,15 @@ class IngestSettings:
     marker_suffix: str = ".end"
     read_events: bool = True
     dataset_rules: tuple[str, ...] = ()
+    chunk_files: int = 1000
 
     def __post_init__(self) -> None:
         if self.close_by not in CLOSE_MODES:
             raise IngestError(f"CloseRunsBy {self.close_by!r}: choose one of {', '.join(CLOSE_MODES)}")
         if self.close_by == CLOSE_BY_RUN_LIST and self.run_list is None:
             raise IngestError("CloseRunsBy runlist needs RunList (a file of '<detector> <run>' lines)")
+        if not 0 < self.chunk_files <= 10000:
+            raise IngestError(f"ChunkFiles {self.chunk_files}: between 1 and 10000 files per registration call")
         if self.settle_seconds < 0 or self.quiet_seconds < 0:
             raise IngestError("SettleSeconds and QuietSeconds must not be negative")
         try:
@@ -362,7 +365,8 @@ class Ingestion:
         good = {run for run in work_runs if datasets[run] in holders}
         self._register([f for f in new if f.run in good], holders, datasets, result)
         self._attach_again({run: fs for run, fs in to_attach.items() if run in good}, holders, datasets, result)
-        self._rules({holders[datasets[run]] for run in good})
+        self._rules({holders[datasets[run]] for run in good},
+                    {holders[datasets[run]] for run in good if states[datasets[run]].holder_row(FILES) is None})
         self._close(scan, runs, good, holders, datasets, result, by_lfn)
         result.seconds = time.monotonic() - started
         return result
@@ -412,7 +416,7 @@ class Ingestion:
         total = len(files)
         done = 0
         started = time.monotonic()
-        for chunk in chunks(files):
+        for chunk in chunks(files, self.settings.chunk_files):
             replicas = [{**self._did(f.lfn).as_dict(), "bytes": f.size, "adler32": f.adler32, "pfn": self._pfn(f),
                          "meta": f.meta} for f in chunk]
             try:
@@ -453,28 +457,39 @@ class Ingestion:
                       datasets: dict[RunKey, DID], result: PassResult) -> None:
         """Files registered by a pass that was killed before it attached them."""
         flat = [f for run_files in files.values() for f in run_files]
-        for chunk in chunks(flat):
+        for chunk in chunks(flat, self.settings.chunk_files):
             self._attach(chunk, holders, datasets)
         for run, run_files in files.items():
             result.run(run, self.settings.dataset_lfn(run)).attached_again += len(run_files)
             self.progress(f"run {run}: {len(run_files)} files registered earlier attached to its dataset now")
 
-    def _rules(self, holders: Iterable[DID]) -> None:
+    def _rules(self, holders: Iterable[DID], new: set[DID]) -> None:
         """One rule per run dataset at the shore RSE (KM3DIRAC's pinning convention: Rucio does not reap the
-        shore copy before the replication step releases it) and at each of ``dataset_rules``."""
+        shore copy before the replication step releases it) and at each of ``dataset_rules``. Datasets created by
+        this pass have none: their rules are made in bulk; older ones (a killed pass may have left them without)
+        are asked first."""
         from rucio.common.exception import DuplicateRule
 
         wanted = (self.settings.rse, *self.settings.dataset_rules)
+        missing: dict[str, list[DID]] = defaultdict(list)
         for holder in sorted(holders, key=str):
-            present = {rule["rse_expression"] for rule in self.client.list_did_rules(holder.scope, holder.name)}
+            present = set() if holder in new else \
+                {rule["rse_expression"] for rule in self.client.list_did_rules(holder.scope, holder.name)}
             for expression in wanted:
-                if expression in present:
-                    continue
+                if expression not in present:
+                    missing[expression].append(holder)
+        for expression, datasets in missing.items():
+            for chunk in chunks(datasets):
                 try:
-                    self.client.add_replication_rule([holder.as_dict()], 1, expression, grouping="NONE",
+                    self.client.add_replication_rule([d.as_dict() for d in chunk], 1, expression, grouping="NONE",
                                                      ignore_availability=True)
-                except DuplicateRule:
-                    pass
+                except DuplicateRule:  # another pass made some meanwhile: one by one
+                    for dataset in chunk:
+                        try:
+                            self.client.add_replication_rule([dataset.as_dict()], 1, expression, grouping="NONE",
+                                                             ignore_availability=True)
+                        except DuplicateRule:
+                            pass
 
     def _close(self, scan: Scan, runs: dict[RunKey, list[DiskFile]], good: set[RunKey], holders: dict[DID, DID],
                datasets: dict[RunKey, DID], result: PassResult, by_lfn: dict[str, DiskFile]) -> None:

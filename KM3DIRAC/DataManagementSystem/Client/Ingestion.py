@@ -28,6 +28,7 @@ OPTIONS = {
     "marker-suffix": ("EndOfRunSuffix", ".end"),
     "read-events": ("ReadEvents", "yes"),
     "dataset-rules": ("DatasetRules", ""),
+    "chunk-files": ("ChunkFiles", "1000"),
 }
 
 
@@ -43,10 +44,10 @@ def ingest_settings(given: dict[str, Any]) -> IngestSettings:
         raise IngestError("no DAQ directory: give --directory or set the CS option "
                           f"/Operations/Defaults/{SECTION}/Directory")
     try:
-        settle, quiet = float(values["settle"]), float(values["quiet"])
+        settle, quiet, chunk = float(values["settle"]), float(values["quiet"]), int(values["chunk-files"])
     except ValueError:
-        raise IngestError(f"SettleSeconds {values['settle']!r} / QuietSeconds {values['quiet']!r}: numbers of "
-                          "seconds are needed") from None
+        raise IngestError(f"SettleSeconds {values['settle']!r}, QuietSeconds {values['quiet']!r}, ChunkFiles "
+                          f"{values['chunk-files']!r}: numbers are needed") from None
     rules = values["dataset-rules"]
     rules = tuple(r.strip() for r in (rules.split(",") if isinstance(rules, str) else rules) if r.strip())
     return IngestSettings(
@@ -55,4 +56,5 @@ def ingest_settings(given: dict[str, Any]) -> IngestSettings:
         datatype=values["datatype"], settle_seconds=settle, close_by=values["close-by"],
         run_list=Path(values["run-list"]) if values["run-list"] else None, quiet_seconds=quiet,
         marker_suffix=values["marker-suffix"],
-        read_events=str(values["read-events"]).lower() in ("yes", "true", "1", "y"), dataset_rules=rules)
+        read_events=str(values["read-events"]).lower() in ("yes", "true", "1", "y"), dataset_rules=rules,
+        chunk_files=chunk)

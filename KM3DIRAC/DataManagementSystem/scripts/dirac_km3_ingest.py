@@ -27,6 +27,7 @@ SWITCHES = {
     "marker-suffix": "end-of-run marker KM3NeT_<det>_<run><suffix> (CS Ingestion/EndOfRunSuffix, .end)",
     "read-events": "yes/no: read events and run times with km3io (CS Ingestion/ReadEvents, yes)",
     "dataset-rules": "comma-separated RSE expressions given a rule per run dataset (CS Ingestion/DatasetRules)",
+    "chunk-files": "files per registration call (CS Ingestion/ChunkFiles, 1000)",
 }
 
 
