@@ -99,6 +99,39 @@ def _expected_state(shore, disk: dict[str, tuple[int, int]], closed: set[tuple[i
     return state
 
 
+# ----------------------------------------------------------------------------------------------- the model alone
+@pytest.mark.parametrize(("name", "run", "stream"), [
+    ("KM3NeT_00000133_00012345.root", (133, 12345), ""),
+    ("KM3NeT_00000267_00025291_JDAQEvent_JDAQSummaryslice.root", (267, 25291), "JDAQEvent_JDAQSummaryslice"),
+    ("KM3NeT_00000049_00008456.summaryslice-167941.root", (49, 8456), "summaryslice-167941"),
+])
+def test_raw_names_give_detector_run_and_stream(name, run, stream):
+    from KM3DIRAC.core.ingest import parse_raw_name
+
+    assert parse_raw_name(name) == (run, stream)
+
+
+def test_settings_and_run_lists_refuse_what_cannot_work(tmp_path):
+    from KM3DIRAC.core.ingest import IngestError, IngestSettings, read_run_list
+    from KM3DIRAC.core.runs import RunKey
+
+    settings = IngestSettings(rse="S", directory=tmp_path, scope="raw",
+                              layout="/{vo}/{scope}/raw/KM3NeT_{detector:08d}/run{run}")
+    assert settings.dataset_lfn(RunKey(49, 11291)) == "/km3net/raw/raw/KM3NeT_00000049/run11291"
+    with pytest.raises(IngestError, match=r"must lie below /km3net/raw/"):
+        IngestSettings(rse="S", directory=tmp_path, scope="raw", layout="/km3net/other/{run}")
+    with pytest.raises(IngestError, match=r"use the fields vo, scope, detector, run"):
+        IngestSettings(rse="S", directory=tmp_path, scope="raw", layout="/{vo}/{scope}/{night}")
+    with pytest.raises(IngestError, match=r"CloseRunsBy 'eor': choose one of marker, runlist, quiet, never"):
+        IngestSettings(rse="S", directory=tmp_path, scope="raw", close_by="eor")
+    runs = tmp_path / "runs.txt"
+    runs.write_text("# km3smk run list\n00000133 00012345\n133 12346  # last\n")
+    assert read_run_list(runs) == {RunKey(133, 12345), RunKey(133, 12346)}
+    runs.write_text("133 12345\n133\n")
+    with pytest.raises(IngestError, match=r"line 2: '133' is not '<detector> <run>'"):
+        read_run_list(runs)
+
+
 # ----------------------------------------------------------------------------------------------- real files
 def test_real_km3net_files_with_metadata_seen_through_dirac(shore, rucio_client):
     from DIRAC.Resources.Catalog.FileCatalog import FileCatalog

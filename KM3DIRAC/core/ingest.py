@@ -173,8 +173,8 @@ def parse_raw_name(name: str) -> tuple[RunKey, str]:
     if match is None:
         raise RunInfoError(f"{name}: not a KM3NeT raw data file name (KM3NeT_<detector:8 digits>_<run:8 digits>"
                            "...): not ingested, rename or move it out of the DAQ directory")
-    rest = name[match.end():].lstrip("._")
-    stream = rest[:-len(".root")] if rest.endswith(".root") else rest.rsplit(".", 1)[0] if "." in rest else rest
+    rest = name[match.end():]
+    stream = (rest.rsplit(".", 1)[0] if "." in rest else rest).lstrip("._")  # without the file's extension
     return RunKey(int(match.group(1)), int(match.group(2))), stream
 
 

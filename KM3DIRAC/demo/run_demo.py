@@ -260,9 +260,6 @@ def summary(manager, catalog, runs: list[int], timings: Timings, finished: bool,
     print("=" * 100)
     print(f"KM3DIRAC demo {'finished' if finished else 'NOT finished'}: train {manager.train.name}")
     print(f"  runs ingested      : {len(runs)} ({', '.join(map(str, runs))}) of detector {DETECTOR}, at KM3-SHORE")
-    for number, lines in enumerate(ingested, 1):
-        for line in lines:
-            print(f"  ingestion night {number}  : {line}")
     for state in states:
         print(f"  step {state.step:<8}       : transformation {state.transformation_id}, {state.status}; "
               f"files {_counts(state.files)}; tasks/jobs {_counts(state.tasks)}")
@@ -271,6 +268,9 @@ def summary(manager, catalog, runs: list[int], timings: Timings, finished: bool,
     print("  calibrations used  : " + "; ".join(f"run {run} {', '.join(sorted(dids))}" for run, dids in
                                              sorted(calibrations_used(catalog, summaries).items())))
     print("  wall time          : " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.stages.items()))
+    for number, lines in enumerate(ingested, 1):  # after the wall time: what changes from one demo to the next
+        for line in lines:
+            print(f"  ingestion night {number}  : {line}")
     print("  look at the results: enter the sandbox (first line), then run the others:")
     print(f"    {enter_command(directory)}")
     print(f"    dirac-dms-find-lfns Path=/km3net/{SCOPE} datatype=merged")
