@@ -289,3 +289,6 @@ def test_bad_names_and_conflicts_are_named_and_the_good_files_go_in(shore, rucio
     changed = shore["ingest"]("--close-by=never")
     assert f"{good}: 120 bytes on disk, 100 in Rucio" in changed.stderr, changed.stderr
     assert rucio_client.get_metadata(scope, f"{_dataset(scope, 133, 40001)}/{good.name}")["bytes"] == 100
+    missing_scope = shore["ingest"]("--close-by=never", "--scope=nosuchscope")
+    assert missing_scope.returncode == 1 and "scope nosuchscope does not exist in Rucio" in missing_scope.stdout, \
+        missing_scope

@@ -299,6 +299,17 @@ class Ingestion:
 
     # ------------------------------------------------------------------------------------------- the pass
     def run_pass(self, now: float | None = None) -> PassResult:
+        """One pass (module docstring). :class:`IngestError` when the scope does not exist; other Rucio errors
+        (the server unreachable) are raised as they are: the next pass starts again from what Rucio has."""
+        from rucio.common.exception import ScopeNotFound
+
+        try:
+            return self._run_pass(now)
+        except ScopeNotFound:
+            raise IngestError(f"scope {self.settings.scope} does not exist in Rucio: a Rucio admin creates it "
+                              f"(rucio-admin scope add --account <account> --scope {self.settings.scope})") from None
+
+    def _run_pass(self, now: float | None) -> PassResult:
         started = time.monotonic()
         now = time.time() if now is None else now
         result = PassResult()
@@ -438,7 +449,7 @@ class Ingestion:
                 night["bytes"] += f.size
             done += len(chunk)
             rate = done / max(time.monotonic() - started, 1e-6)
-            self.progress(f"registered {done}/{total} files ({rate:.0f} files/s)")
+            self.progress(f"registered {done}/{total} files ({rate:.1f} files/s)")
         runs_per_night: dict[str, set[RunKey]] = defaultdict(set)
         for f in files:
             runs_per_night[_night(f.mtime)].add(f.run)
@@ -533,7 +544,7 @@ def summary_lines(result: PassResult) -> list[str]:
     closed = sorted(run for run, outcome in result.runs.items() if outcome.closed)
     rate = result.files / result.seconds if result.seconds else 0.0
     lines.append(f"this pass: {len(result.runs)} runs seen, {result.files} files registered "
-                 f"({_bytes(result.bytes)}) in {result.seconds:.1f} s ({rate:.0f} files/s, "
+                 f"({_bytes(result.bytes)}) in {result.seconds:.1f} s ({rate:.1f} files/s, "
                  f"{result.bytes / max(result.seconds, 1e-6) / 1e6:.1f} MB/s); "
                  f"{sum(o.already for o in result.runs.values())} already in Rucio, "
                  f"{sum(o.attached_again for o in result.runs.values())} attached again, "

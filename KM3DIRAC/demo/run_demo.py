@@ -162,6 +162,12 @@ def inside(args: argparse.Namespace) -> int:
 def night(catalog, number: int, runs: list[int], files_per_run: int, daq: Path) -> list[str]:
     """One night at the shore station: the DAQ writes its runs, the ingestion registers them, the replication step
     copies them to the computing centres. Returns the ingestion's summary lines."""
+    from rucio.common.exception import Duplicate
+
+    try:
+        catalog.client.add_scope(catalog.client.account, SCOPE)
+    except Duplicate:
+        pass
     say(f"night {number}: the DAQ writes runs {', '.join(map(str, runs))} into {daq}")
     write_runs(catalog, runs, files_per_run, daq)
     lines = ingest(daq)

@@ -56,12 +56,18 @@ def main():
     def progress(message):
         print(message, flush=True)
 
+    from rucio.common.exception import RucioException
+
     try:
         settings = ingest_settings(options)
         result = Ingestion(catalog_from_cs(), settings, progress).run_pass()
     except (KM3DiracError, ValueError) as error:
         gLogger.error(str(error))
         sys.exit(1)
+    except RucioException as error:
+        gLogger.error(f"Rucio refused or did not answer ({type(error).__name__}: {error}); nothing is lost: the "
+                      "next pass starts again from what Rucio has")
+        sys.exit(2)
     for line in summary_lines(result):
         print(line, flush=True)
     for path, reason in sorted(result.refused.items()):
