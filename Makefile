@@ -1,5 +1,5 @@
 # The two commands of README.md. Each does all the set-up it needs (tools/bootstrap.sh) first.
-.PHONY: install test lint demo clean bench-catalog bench-wrapper bench-plugins bench-calib
+.PHONY: install test lint demo clean bench-catalog bench-wrapper bench-plugins bench-calib bench-ingest
 
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
@@ -37,3 +37,7 @@ bench-plugins: install
 # Calibration resolution benchmark (issue 14): BENCH_ARGS="--runs 1000 --calibrations 100" for a quick run
 bench-calib: install
 	.venv/bin/python -m bench.calib_bench $(BENCH_ARGS)
+
+# Shore-station ingestion benchmark (issue 13): BENCH_ARGS="--sizes 1000,10000" for a quick run
+bench-ingest: install
+	.venv/bin/python -m bench.ingest_bench $(BENCH_ARGS)

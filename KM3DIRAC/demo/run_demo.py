@@ -1,13 +1,17 @@
 """The main job, end to end, on the local sandbox (``make demo``):
 
 1. bring up the local sandbox (real DIRAC services and agents, Rucio, MariaDB) unless it runs already;
-2. ingest real KM3NeT sample files (km3net-testdata) as raw runs of detector 49: one Rucio dataset per run with
-   run metadata, closed once complete;
+2. night 1: a DAQ stand-in writes raw runs of detector 49 (copies of a real KM3NeT sample file, km3net-testdata)
+   into the shore station's DAQ directory (the storage of the RSE ``KM3-SHORE``), each file as ``<name>.part``
+   renamed when complete, then the run's end-of-run marker; ``dirac-km3-ingest`` registers them where they lie (one
+   Rucio dataset per run with run metadata and events, closed once the run is complete); the replication step;
 3. create the two-step train of trains/demo.yaml: ``process`` (chunks of each run; km3io reads every event) and
    ``merge`` (one task per run), fed by ``process``'s registered outputs through its input meta query;
-4. follow it to the end while KM3DIRAC's TrainAgent moves it (nobody runs ``dirac-km3-train advance``: the agent
-   closes each run's ``process`` output dataset once the run is processed there), and print a summary with the
-   commands to look at the results.
+4. follow it until night 1's runs are merged while KM3DIRAC's TrainAgent moves it (nobody runs
+   ``dirac-km3-train advance``: the agent closes each run's ``process`` output dataset once the run is processed
+   there);
+5. night 2: new runs are written and ingested (only they: the first night's files are in Rucio already), and the
+   agent has the train process them; a summary with the commands to look at the results.
 
 Running it again does not duplicate anything: ingestion skips what Rucio has, the train's transformations exist.
 """
@@ -33,6 +37,8 @@ SCOPE = "km3demo"
 DETECTOR = 49
 FIRST_RUN = 11291
 SAMPLE = "offline/km3net_offline.root"
+#: the run datasets of the demo (dirac-km3-ingest --layout; the train's input path is /km3net/km3demo/raw)
+DATASET_LAYOUT = "/{vo}/{scope}/raw/KM3NeT_{detector:08d}/run{run}"
 
 
 @dataclass
@@ -69,7 +75,8 @@ def ensure_sandbox(directory: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, default=SOURCE_ROOT / ".work" / "demo-sandbox")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="runs of the first night (default 3)")
+    parser.add_argument("--new-runs", type=int, default=2, help="runs of the second night (default 2)")
     parser.add_argument("--files-per-run", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the train (default 900)")
     parser.add_argument("--down", action="store_true", help="stop the sandbox at the end")
@@ -85,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
     env = user_environment(SandboxPaths(args.dir.resolve()))
     command = [sys.executable, "-m", "KM3DIRAC.demo.run_demo", "--inside", "--dir", str(args.dir),
-               "--runs", str(args.runs), "--files-per-run", str(args.files_per_run), "--timeout", str(args.timeout)]
+               "--runs", str(args.runs), "--new-runs", str(args.new_runs), "--files-per-run",
+               str(args.files_per_run), "--timeout", str(args.timeout)]
     code = subprocess.run(command, env={**env, "KM3DIRAC_DEMO_SANDBOX_SECONDS": f"{sandbox_seconds:.1f}"},
                           check=False).returncode
     from KM3DIRAC.sandbox.local_sandbox import Sandbox, enter_command
@@ -116,11 +124,17 @@ def inside(args: argparse.Namespace) -> int:
     timings = Timings()
     if os.environ.get("KM3DIRAC_DEMO_SANDBOX_SECONDS"):
         timings.stages["sandbox up"] = float(os.environ["KM3DIRAC_DEMO_SANDBOX_SECONDS"])
+    from KM3DIRAC.sandbox.local_sandbox import SandboxPaths
+
     catalog = catalog_from_cs()
+    daq = SandboxPaths(args.dir.resolve()).daq_dir
+    nights = [[FIRST_RUN + index for index in range(args.runs)],
+              [FIRST_RUN + args.runs + index for index in range(args.new_runs)]]
+    ingested: list[list[str]] = []
     start = time.monotonic()
-    runs = ingest(catalog, args.runs, args.files_per_run, args.dir.resolve() / "demo-input")
+    ingested.append(night(catalog, 1, nights[0], args.files_per_run, daq))
     register_demo_calibrations(catalog, args.dir.resolve() / "demo-calibration", say)
-    timings.stage("ingestion", start)
+    timings.stage("night 1 ingestion", start)
 
     start = time.monotonic()
     train = load_train(TRAIN_FILE, TEMPLATES)
@@ -131,41 +145,79 @@ def inside(args: argparse.Namespace) -> int:
     timings.stage("train created", start)
 
     start = time.monotonic()
-    finished = follow(manager, catalog, runs, args.timeout)
-    timings.stage("train run", start)
-    summary(manager, catalog, runs, timings, finished, args.dir.resolve())
+    finished = follow(manager, catalog, nights[0], args.timeout)
+    timings.stage("night 1 train run", start)
+    runs = nights[0]
+    if finished and nights[1]:
+        start = time.monotonic()
+        ingested.append(night(catalog, 2, nights[1], args.files_per_run, daq))
+        timings.stage("night 2 ingestion", start)
+        start = time.monotonic()
+        runs = nights[0] + nights[1]
+        finished = follow(manager, catalog, runs, args.timeout)
+        timings.stage("night 2 train run", start)
+    summary(manager, catalog, runs, timings, finished, args.dir.resolve(), ingested)
     return 0 if finished else 1
 
 
-def ingest(catalog, runs: int, files_per_run: int, work: Path) -> list[int]:
-    """Raw runs of detector 49 from the real sample file; one dataset per run, closed when complete."""
-    from km3net_testdata import data_path
-    from rucio.client.uploadclient import UploadClient
+def night(catalog, number: int, runs: list[int], files_per_run: int, daq: Path) -> list[str]:
+    """One night at the shore station: the DAQ writes its runs, the ingestion registers them, the replication step
+    copies them to the computing centres. Returns the ingestion's summary lines."""
     from rucio.common.exception import Duplicate
 
-    client = catalog.client
     try:
-        client.add_scope(client.account, SCOPE)
+        catalog.client.add_scope(catalog.client.account, SCOPE)
     except Duplicate:
         pass
-    work.mkdir(parents=True, exist_ok=True)
-    run_numbers = [FIRST_RUN + index for index in range(runs)]
-    for run in run_numbers:
-        dataset = f"/km3net/{SCOPE}/raw/KM3NeT_{DETECTOR:08d}/run{run}"
-        names = [f"KM3NeT_{DETECTOR:08d}_{run:08d}.{part}.offline.root" for part in range(files_per_run)]
-        existing = catalog.exists({f"{dataset}/{name}": True for name in names}).successful
-        missing = [name for name in names if not existing.get(f"{dataset}/{name}")]
-        for name in missing:
-            shutil.copy(data_path(SAMPLE), work / name)
-        if missing:
-            UploadClient(client).upload([{"path": str(work / name), "rse": "KM3-DISK-1", "did_scope": SCOPE,
-                                          "did_name": f"{dataset}/{name}", "dataset_scope": SCOPE,
-                                          "dataset_name": dataset} for name in missing])
-            catalog.set_metadata({f"{dataset}/{name}": {"datatype": "raw", "DetectorID": DETECTOR,
-                                                         "run_number": run} for name in missing})
-        catalog.set_dataset_open({dataset: True}, is_open=False)
-        say(f"run {run}: {len(names)} files in {dataset} ({len(missing)} uploaded now), dataset closed")
-    return run_numbers
+    say(f"night {number}: the DAQ writes runs {', '.join(map(str, runs))} into {daq}")
+    write_runs(catalog, runs, files_per_run, daq)
+    lines = ingest(daq)
+    replicate(catalog, runs)
+    return lines
+
+
+def write_runs(catalog, runs: list[int], files_per_run: int, daq: Path) -> None:
+    """The DAQ stand-in: each file written as ``<name>.part`` and renamed when complete, then the run's end-of-run
+    marker. Runs the catalog has already (an earlier demo) are not written again."""
+    from km3net_testdata import data_path
+
+    daq.mkdir(parents=True, exist_ok=True)
+    known = catalog.exists({dataset_of_run(run): True for run in runs}).successful
+    for run in runs:
+        if known.get(dataset_of_run(run)):
+            say(f"run {run}: in Rucio already (an earlier demo), not written again")
+            continue
+        for part in range(files_per_run):
+            name = f"KM3NeT_{DETECTOR:08d}_{run:08d}.{part}.offline.root"
+            if not (daq / name).exists():
+                shutil.copy(data_path(SAMPLE), daq / f"{name}.part")
+                (daq / f"{name}.part").rename(daq / name)
+        (daq / f"KM3NeT_{DETECTOR:08d}_{run:08d}.end").write_text("")
+
+
+def dataset_of_run(run: int) -> str:
+    return DATASET_LAYOUT.format(vo="km3net", scope=SCOPE, detector=DETECTOR, run=run)
+
+
+def ingest(daq: Path) -> list[str]:
+    """``dirac-km3-ingest`` as cron would run it: the DAQ directory at the shore RSE, runs closed by their
+    end-of-run markers. Its output is shown; its summary lines are returned."""
+    command = [str(Path(sys.executable).parent / "dirac-km3-ingest"), f"--directory={daq}", "--rse=KM3-SHORE",
+               f"--scope={SCOPE}", f"--layout={DATASET_LAYOUT}", "--settle=0", "--close-by=marker"]
+    say("$ dirac-km3-ingest " + " ".join(command[1:]))
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in result.stdout.splitlines() if line.strip() and "remote configuration" not in line]
+    for line in lines:
+        print(f"    {line}", flush=True)
+    if result.returncode != 0:
+        raise SystemExit(f"dirac-km3-ingest failed ({result.returncode}): {result.stderr.strip()}")
+    return [line for line in lines if line.startswith(("night ", "this pass", "runs closed"))]
+
+
+def replicate(catalog, runs: list[int]) -> None:
+    """The replication step of the nightly cycle (copies to the computing centres, deletion at the shore station):
+    wired here by the replication work; the train reads the shore copies until then."""
+    say(f"replication step: not wired into this demo yet (runs {', '.join(map(str, runs))} stay at KM3-SHORE)")
 
 
 def follow(manager, catalog, runs: list[int], timeout: float) -> bool:
@@ -196,7 +248,8 @@ def _all_processed(files: dict) -> bool:
     return bool(total) and files.get("Processed", 0) == total
 
 
-def summary(manager, catalog, runs: list[int], timings: Timings, finished: bool, directory: Path) -> None:
+def summary(manager, catalog, runs: list[int], timings: Timings, finished: bool, directory: Path,
+            ingested: list[list[str]]) -> None:
     from KM3DIRAC.demo.calibrations import calibrations_used
     from KM3DIRAC.sandbox.local_sandbox import enter_command
 
@@ -212,7 +265,7 @@ def summary(manager, catalog, runs: list[int], timings: Timings, finished: bool,
     print()
     print("=" * 100)
     print(f"KM3DIRAC demo {'finished' if finished else 'NOT finished'}: train {manager.train.name}")
-    print(f"  runs ingested      : {len(runs)} ({', '.join(map(str, runs))}) of detector {DETECTOR}")
+    print(f"  runs ingested      : {len(runs)} ({', '.join(map(str, runs))}) of detector {DETECTOR}, at KM3-SHORE")
     for state in states:
         print(f"  step {state.step:<8}       : transformation {state.transformation_id}, {state.status}; "
               f"files {_counts(state.files)}; tasks/jobs {_counts(state.tasks)}")
@@ -221,6 +274,9 @@ def summary(manager, catalog, runs: list[int], timings: Timings, finished: bool,
     print("  calibrations used  : " + "; ".join(f"run {run} {', '.join(sorted(dids))}" for run, dids in
                                              sorted(calibrations_used(catalog, summaries).items())))
     print("  wall time          : " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.stages.items()))
+    for number, lines in enumerate(ingested, 1):  # after the wall time: what changes from one demo to the next
+        for line in lines:
+            print(f"  ingestion night {number}  : {line}")
     print("  look at the results: enter the sandbox (first line), then run the others:")
     print(f"    {enter_command(directory)}")
     print(f"    dirac-dms-find-lfns Path=/km3net/{SCOPE} datatype=merged")

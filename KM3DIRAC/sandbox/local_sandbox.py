@@ -72,6 +72,10 @@ DEFAULT_DIRECTORY = SOURCE_ROOT / ".work" / "sandbox"
 RSE_NAMES = ("KM3-DISK-1", "KM3-DISK-2")
 # an RSE as most Rucio instances run them: Rucio's default path algorithm (hash), read by KM3DIRAC's RucioInputData
 HASH_RSE_NAMES = ("KM3-HASH-1",)
+# the shore station (README "Nightly ingestion"): a non-deterministic RSE whose storage holds the directory the DAQ
+# writes into; dirac-km3-ingest registers the DAQ's files there where they lie, each replica with its own PFN
+SHORE_RSE = "KM3-SHORE"
+DAQ_DIRECTORY = "daq"
 PROXY_LIFETIME_SECONDS = 7 * 24 * 3600
 SERVICE_START_TIMEOUT = 180
 WEB_PORTAL = "WebApp/WebAppDIRAC"
@@ -162,6 +166,11 @@ class SandboxPaths:
 
     def storage_dir(self, rse: str) -> Path:
         return self.root / "storage" / rse
+
+    @property
+    def daq_dir(self) -> Path:
+        """The directory the shore station's DAQ writes into, inside the storage of :data:`SHORE_RSE`."""
+        return self.storage_dir(SHORE_RSE) / DAQ_DIRECTORY
 
     @property
     def portal_socket(self) -> Path:
@@ -355,7 +364,8 @@ class Sandbox:
     def _write_dirac_cfg(self, ports: dict[str, int], mariadb_port: int, rucio_url: str, with_catalog: bool) -> None:
         catalog = RucioCatalogSettings(rucio_host=rucio_url, auth_host=rucio_url, account=ROOT_ACCOUNT,
                                        username=ROOT_USERNAME, password=ROOT_PASSWORD)
-        storages = [LocalStorage(rse, self.paths.storage_dir(rse)) for rse in (*RSE_NAMES, *HASH_RSE_NAMES)]
+        storages = [LocalStorage(rse, self.paths.storage_dir(rse))
+                    for rse in (*RSE_NAMES, *HASH_RSE_NAMES, SHORE_RSE)]
         base = LocalDiracConfig(catalog=catalog, storages=storages, user_name=USER_NAME,
                                 user_dn=user_subject(USER_NAME), list_catalog=with_catalog)
         text = render_sandbox_cfg(base, self.paths.layout, ports, mariadb_port, self.paths.certificates.directory)

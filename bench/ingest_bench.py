@@ -1,0 +1,171 @@
+"""Benchmark: shore-station ingestion (``dirac-km3-ingest``'s core) against the raw bulk rucio-clients calls doing
+the same in one stream (issue 13: 100k files in under 5 minutes, linear growth).
+
+Run with ``make bench-ingest`` (or ``.venv/bin/python -m bench.ingest_bench --help``). A Rucio server of its own
+(PostgreSQL) is started; a non-deterministic shore RSE holds the DAQ directory, a deterministic RSE stands for a
+computing centre. At each size (``--sizes``, default 10k and 100k files, ``--files-per-run`` per run, every run
+with its end-of-run marker), the DAQ directory is filled with small files named like KM3NeT raw data, then:
+
+- ``km3dirac``: one ingestion pass (:class:`KM3DIRAC.core.ingest.Ingestion`): scan, existence check in Rucio,
+  adler32, registration with metadata and PFN, run datasets (with their parent containers), attachment, a rule per
+  run dataset at the shore RSE and one at the computing-centre RSE, closing the run datasets;
+- ``raw``: the same writes as plain bulk rucio-clients calls in one stream, with no existence check: containers
+  and datasets by ``add_dids``, ``add_replicas`` (1000 files a call, PFN and metadata), ``attach_dids_to_dids``,
+  ``add_replication_rule`` on 1000 datasets a call per RSE, ``set_status`` per dataset; adler32 computed alike.
+
+Each approach writes into its own scope (fresh names). km3io is not run (the files are not ROOT files; reading
+events costs per file what km3io costs, the same with or without KM3DIRAC). HTTP requests are counted from the
+server's access log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from KM3DIRAC.sandbox.rucio_server import client_config_text, start_rucio_server
+
+SHORE, CENTRE = "BENCH-SHORE", "BENCH-CC"
+DETECTOR = 133
+
+
+def write_files(daq: Path, files: int, per_run: int, first_run: int) -> list[int]:
+    runs = []
+    for index in range(files):
+        run = first_run + index // per_run
+        if not runs or runs[-1] != run:
+            runs.append(run)
+            (daq / f"KM3NeT_{DETECTOR:08d}_{run:08d}.end").write_text("")
+        name = f"KM3NeT_{DETECTOR:08d}_{run:08d}.f{index % per_run:05d}.root"
+        (daq / name).write_bytes(name.encode() * 4)
+    old = time.time() - 3600
+    for path in daq.iterdir():
+        os.utime(path, (old, old))
+    return runs
+
+
+def count_requests(access_log: Path) -> int:
+    with open(access_log, "rb") as log:
+        return sum(1 for _ in log)
+
+
+def ingest_km3dirac(client, scope: str, daq: Path) -> None:
+    from KM3DIRAC.core.catalog import RucioCatalog
+    from KM3DIRAC.core.ingest import Ingestion, IngestSettings
+
+    settings = IngestSettings(rse=SHORE, directory=daq, scope=scope, settle_seconds=0, read_events=False,
+                              dataset_rules=(CENTRE,))
+    result = Ingestion(RucioCatalog(client), settings).run_pass()
+    assert not result.refused, list(result.refused.items())[:3]
+    assert sum(o.closed for o in result.runs.values()) == len(result.runs)
+
+
+def ingest_raw(client, scope: str, daq: Path, pfn_prefix: str) -> None:
+    from KM3DIRAC.core.checksums import adler32_of_file
+    from KM3DIRAC.core.runs import KM3NET_FILE_NAME
+
+    by_run: dict[int, list[Path]] = defaultdict(list)
+    for path in sorted(daq.iterdir()):
+        if path.suffix == ".root":
+            by_run[int(KM3NET_FILE_NAME.match(path.name).group(2))].append(path)
+    top = f"/km3net/{scope}/raw"
+    detector = f"{top}/{DETECTOR}"
+    datasets = {run: f"{detector}/{run}" for run in by_run}
+    client.add_dids([{"scope": scope, "name": top, "type": "CONTAINER"},
+                     {"scope": scope, "name": detector, "type": "CONTAINER"}])
+    client.attach_dids(scope, top, [{"scope": scope, "name": detector}])
+    names = list(datasets.values())
+    for start in range(0, len(names), 1000):
+        chunk = names[start:start + 1000]
+        client.add_dids([{"scope": scope, "name": name, "type": "DATASET"} for name in chunk])
+        client.attach_dids(scope, detector, [{"scope": scope, "name": name} for name in chunk])
+    files = [(run, path) for run, paths in by_run.items() for path in paths]
+    for start in range(0, len(files), 1000):
+        chunk = files[start:start + 1000]
+        replicas = []
+        for run, path in chunk:
+            replicas.append({"scope": scope, "name": f"{datasets[run]}/{path.name}", "bytes": path.stat().st_size,
+                             "adler32": adler32_of_file(path), "pfn": f"{pfn_prefix}{path}",
+                             "meta": {"DetectorID": DETECTOR, "run_number": run, "datatype": "raw"}})
+        client.add_replicas(SHORE, replicas)
+        children = defaultdict(list)
+        for (run, _), replica in zip(chunk, replicas, strict=True):
+            children[datasets[run]].append({"scope": scope, "name": replica["name"]})
+        client.attach_dids_to_dids([{"scope": scope, "name": d, "dids": c} for d, c in children.items()])
+    for rse in (SHORE, CENTRE):
+        for start in range(0, len(names), 1000):
+            client.add_replication_rule([{"scope": scope, "name": n} for n in names[start:start + 1000]], 1, rse,
+                                        grouping="NONE", ignore_availability=True)
+    for name in names:
+        client.set_status(scope, name, open=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000", help="files per measurement (default 10000,100000)")
+    parser.add_argument("--files-per-run", type=int, default=100)
+    args = parser.parse_args(argv)
+    sizes = [int(size) for size in args.sizes.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="km3dirac-ingest-bench-"))
+    os.environ["TMPDIR"] = str(work)
+    access_log = work / "access.log"
+    print(f"starting a Rucio server in {work} ...", flush=True)
+    server = start_rucio_server(work / "rucio", access_log=access_log)
+    rows = []
+    try:
+        client_cfg = work / "rucio-client.cfg"
+        client_cfg.write_text(client_config_text(server.url))
+        os.environ["RUCIO_CONFIG"] = str(client_cfg)
+        from rucio.client import Client
+
+        from KM3DIRAC.sandbox.rucio_setup import add_directory_rse, connect_rses, ensure_scope
+
+        client = Client()
+        add_directory_rse(client, SHORE, work / "shore", deterministic=False)
+        add_directory_rse(client, CENTRE, work / "centre")
+        connect_rses(client, [SHORE, CENTRE])
+        first_run = 10000
+        for size in sizes:
+            for approach in ("raw", "km3dirac"):
+                scope = f"{approach[:3]}{size}"
+                ensure_scope(client, scope)
+                daq = work / "shore" / f"daq-{scope}"
+                daq.mkdir(parents=True)
+                runs = write_files(daq, size, args.files_per_run, first_run)
+                before = count_requests(access_log)
+                started = time.monotonic()
+                if approach == "raw":
+                    ingest_raw(client, scope, daq, "file://localhost")
+                else:
+                    ingest_km3dirac(client, scope, daq)
+                seconds = time.monotonic() - started
+                requests = count_requests(access_log) - before
+                rows.append((size, approach, len(runs), seconds, requests))
+                print(f"{size:>7} files, {len(runs):>5} runs, {approach:<8}: {seconds:7.1f} s, "
+                      f"{size / seconds:6.0f} files/s, {requests} requests", flush=True)
+    finally:
+        server.stop()
+    print()
+    print("files    runs   raw s  km3dirac s  raw files/s  km3dirac files/s  km3dirac/raw time  requests raw/km3dirac")
+    by_size = defaultdict(dict)
+    for size, approach, runs, seconds, requests in rows:
+        by_size[size][approach] = (runs, seconds, requests)
+    for size, entry in by_size.items():
+        (runs, raw_s, raw_r), (_, ours_s, ours_r) = entry["raw"], entry["km3dirac"]
+        print(f"{size:<8} {runs:<6} {raw_s:6.1f} {ours_s:11.1f} {size / raw_s:12.0f} {size / ours_s:17.0f} "
+              f"{ours_s / raw_s:18.2f} {raw_r:>10}/{ours_r}")
+    if len(by_size) > 1:
+        small, large = min(by_size), max(by_size)
+        growth = by_size[large]["km3dirac"][1] / by_size[small]["km3dirac"][1]
+        print(f"km3dirac growth {small} -> {large} files: x{growth:.1f} time for x{large / small:.0f} files "
+              "(linear: equal)")
+    print("absolute times are on a machine shared with other work (loaded): compare the ratios")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
