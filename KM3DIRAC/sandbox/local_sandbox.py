@@ -55,6 +55,8 @@ from KM3DIRAC.sandbox.rucio_server import (
     SOURCE_ROOT,
     client_config_text,
     serve_again,
+    server_environment,
+    server_venv,
     start_rucio_server,
 )
 from KM3DIRAC.sandbox.state import ComponentRecord, SandboxState, is_alive, is_healthy, record_process, stop_component
@@ -64,6 +66,11 @@ DEFAULT_DIRECTORY = SOURCE_ROOT / ".work" / "sandbox"
 RSE_NAMES = ("KM3-DISK-1", "KM3-DISK-2")
 # an RSE as most Rucio instances run them: Rucio's default path algorithm (hash), read by KM3DIRAC's RucioInputData
 HASH_RSE_NAMES = ("KM3-HASH-1",)
+# a computing centre's tape (Rucio rse_type TAPE, attribute istape=True), bytes in a local directory: the tape copy
+# of KM3NeT's replication policy (policies/replication.yaml)
+TAPE_RSE_NAMES = ("KM3-TAPE-1",)
+# Rucio's judge-cleaner and reaper (KM3DIRAC.sandbox.rucio_daemons): seconds between passes
+RUCIO_DAEMONS_INTERVAL = 3
 PROXY_LIFETIME_SECONDS = 7 * 24 * 3600
 SERVICE_START_TIMEOUT = 180
 WEB_PORTAL = "WebApp/WebAppDIRAC"
@@ -280,6 +287,7 @@ class Sandbox:
         if restarted:
             self._run_step("reschedule-orphaned-jobs")
         self._start_job_agent_loop()
+        self._start_rucio_daemons()
         self._start_web_portal()
         time.sleep(1)
         crashed = [record for record in self.state.components if not is_alive(record)]
@@ -319,7 +327,8 @@ class Sandbox:
     def _write_dirac_cfg(self, ports: dict[str, int], mariadb_port: int, rucio_url: str, with_catalog: bool) -> None:
         catalog = RucioCatalogSettings(rucio_host=rucio_url, auth_host=rucio_url, account=ROOT_ACCOUNT,
                                        username=ROOT_USERNAME, password=ROOT_PASSWORD)
-        storages = [LocalStorage(rse, self.paths.storage_dir(rse)) for rse in (*RSE_NAMES, *HASH_RSE_NAMES)]
+        storages = [LocalStorage(rse, self.paths.storage_dir(rse))
+                    for rse in (*RSE_NAMES, *HASH_RSE_NAMES, *TAPE_RSE_NAMES)]
         base = LocalDiracConfig(catalog=catalog, storages=storages, user_name=USER_NAME,
                                 user_dn=user_subject(USER_NAME), list_catalog=with_catalog)
         text = render_sandbox_cfg(base, self.paths.layout, ports, mariadb_port, self.paths.certificates.directory)
@@ -374,6 +383,15 @@ class Sandbox:
         self._start_process("WorkloadManagement/JobAgent", "pilot",
                             [sys.executable, "-m", "KM3DIRAC.sandbox.pilot_loop", str(self.paths.root / "pilot")],
                             env=env, cwd=self.paths.root)
+
+    def _start_rucio_daemons(self) -> None:
+        """Rucio's judge-cleaner and reaper: expired rules go, unlocked replicas with a tombstone are deleted
+        (bytes included), as on a production Rucio; what releases the shore station's copies."""
+        venv = server_venv()
+        self._start_process("Rucio/judge-cleaner+reaper", "rucio-daemons",
+                            [str(venv / "bin" / "python"), "-m", "KM3DIRAC.sandbox.rucio_daemons",
+                             str(RUCIO_DAEMONS_INTERVAL)],
+                            env=server_environment(self.paths.rucio_dir / "rucio-server.cfg"), cwd=self.paths.rucio_dir)
 
     # -- Rucio outages (fault trials) ------------------------------------------------------------------------
     def stop_rucio_server(self) -> None:

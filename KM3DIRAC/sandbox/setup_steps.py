@@ -14,7 +14,7 @@ ORPHANED_JOB_STATUSES = ("Matched", "Running", "Completing")
 def make_rses(root: Path) -> None:
     from rucio.client import Client
 
-    from KM3DIRAC.sandbox.local_sandbox import HASH_RSE_NAMES, RSE_NAMES, SandboxPaths
+    from KM3DIRAC.sandbox.local_sandbox import HASH_RSE_NAMES, RSE_NAMES, TAPE_RSE_NAMES, SandboxPaths
     from KM3DIRAC.sandbox.rucio_setup import add_directory_rse, connect_rses
 
     client = Client()
@@ -22,7 +22,9 @@ def make_rses(root: Path) -> None:
         add_directory_rse(client, rse, SandboxPaths(root).storage_dir(rse))
     for rse in HASH_RSE_NAMES:
         add_directory_rse(client, rse, SandboxPaths(root).storage_dir(rse), lfn2pfn_algorithm=None)
-    connect_rses(client, [*RSE_NAMES, *HASH_RSE_NAMES])
+    for rse in TAPE_RSE_NAMES:
+        add_directory_rse(client, rse, SandboxPaths(root).storage_dir(rse), rse_type="TAPE")
+    connect_rses(client, [*RSE_NAMES, *HASH_RSE_NAMES, *TAPE_RSE_NAMES])
 
 
 def make_user_proxy(root: Path) -> None:
