@@ -39,6 +39,8 @@ MEDIA = ("disk", "tape")
 MODES = ("rules", "subscription")
 GROUPINGS = ("DATASET", "ALL", "NONE")
 RULE_COMMENT_PREFIX = "km3dirac replication policy"
+#: the activity of a subscription's rules when the entry names none (one of Rucio's schema)
+SUBSCRIPTION_ACTIVITY = "User Subscriptions"
 #: Rucio's own grace period for a rule deleted through its API (soft delete)
 DEFAULT_SOURCE_GRACE_SECONDS = 3600
 
@@ -316,11 +318,9 @@ def _subscription_spec(entry: PolicyEntry) -> tuple[dict, list[dict]]:
                **{key: [value] for key, value in entry.match.items()}}
     rules = []
     for copy in entry.copies:
-        rule = {"copies": copy.copies, "rse_expression": copy.rse_expression, "grouping": copy.grouping,
-                "comment": entry.comment}
-        if entry.activity:
-            rule["activity"] = entry.activity
-        rules.append(rule)
+        # a subscription's rules need an activity of Rucio's schema (rucio-clients' "default" is refused)
+        rules.append({"copies": copy.copies, "rse_expression": copy.rse_expression, "grouping": copy.grouping,
+                      "comment": entry.comment, "activity": entry.activity or SUBSCRIPTION_ACTIVITY})
     return filter_, rules
 
 
