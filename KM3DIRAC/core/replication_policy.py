@@ -514,19 +514,18 @@ def clean_source(client: Any, policy: ReplicationPolicy, checksum_of: ChecksumRe
             continue
         for dataset in run_datasets(client, entry):
             try:
+                source_rules = [rule for rule in client.list_did_rules(dataset.scope, dataset.name)
+                                if rule["rse_expression"] == entry.source]
+                pending_rules = [rule for rule in source_rules if not _expiring(rule, grace_seconds)]
+                if not pending_rules:  # released before (expiring, or removed by Rucio's judge-cleaner)
+                    report.already.append(str(dataset))
+                    continue
                 verdict = verify_dataset(client, entry, dataset, checksum_of)
             except RucioException as error:
                 report.failed[str(dataset)] = f"verification failed: {error}"
                 continue
-            pending_rules = [rule for rule in verdict.source_rules if not _expiring(rule, grace_seconds)]
-            if not verdict.source_present and not verdict.source_rules:
-                report.already.append(str(dataset))
-                continue
             if not verdict.verified:
                 report.kept[str(dataset)] = verdict.problems
-                continue
-            if not pending_rules:
-                report.already.append(str(dataset))
                 continue
             try:
                 for rule in pending_rules:

@@ -5,7 +5,8 @@ cron: every action is idempotent and continues where a crashed run stopped.
 
   validate POLICY        check the file (and its RSE expressions, scopes, source RSEs against Rucio)
   apply POLICY           a Rucio rule per run dataset and copy requirement where missing (or the Rucio
-                         subscription); with Mover = DIRAC-RMS also the RMS copies the rules wait for
+                         subscription); with Mover = DIRAC-RMS also the RMS copies the rules wait for;
+                         --wait SECONDS: until every rule is OK (exit code 3 if not by then)
   clean-source POLICY    release the source (shore station) copy of every run dataset whose copies are all
                          verified: rules OK, adler32 of every copy read from its storage equal to the catalog's;
                          datasets not verified keep it and every problem is named (exit code 2)
@@ -13,6 +14,7 @@ cron: every action is idempotent and continues where a crashed run stopped.
 
 Example:
   $ dirac-km3-replicate apply policies/replication.yaml
+  $ dirac-km3-replicate apply --wait 600 policies/replication.yaml   # the demo: until the copies exist
   $ dirac-km3-replicate clean-source policies/replication.yaml
 """
 
@@ -47,15 +49,39 @@ def validate(policy) -> int:
     return 0
 
 
-def apply(policy) -> int:
-    from KM3DIRAC.core.lfn import DID
-    from KM3DIRAC.core.replication_policy import apply_policy, check_against_rucio, pending_copies
-    from KM3DIRAC.DataManagementSystem.Client.Replication import replication_settings, submit_rms_copies
+def apply(policy, wait_seconds: float = 0) -> int:
+    import time
 
-    settings = replication_settings()
+    from KM3DIRAC.core.replication_policy import apply_policy, check_against_rucio, policy_status
+
+    settings = _settings()
     client, catalog = _client_and_catalog()
     check_against_rucio(client, policy)
     report = apply_policy(client, policy, _account(client))
+    _print_apply(report)
+    _move(settings, client, catalog, policy)
+    deadline = time.monotonic() + wait_seconds
+    while wait_seconds:
+        waiting = [row for row in policy_status(client, policy) if any(state != "OK" for _, state in row.rules)]
+        if not waiting:
+            print("every rule of the policy is OK")
+            break
+        if time.monotonic() > deadline:
+            print(f"after {wait_seconds:.0f} s, {len(waiting)} run dataset(s) still wait for copies: "
+                  + ", ".join(row.dataset for row in waiting))
+            return 3
+        time.sleep(5)
+        _move(settings, client, catalog, policy, quiet=True)
+    return 1 if report.failed else 0
+
+
+def _settings():
+    from KM3DIRAC.DataManagementSystem.Client.Replication import replication_settings
+
+    return replication_settings()
+
+
+def _print_apply(report) -> None:
     for dataset, expression, rule_id in report.created:
         print(f"rule created: {dataset} -> {expression} ({rule_id})")
     for name, what in report.subscriptions:
@@ -63,24 +89,34 @@ def apply(policy) -> int:
     for where, reason in report.failed:
         print(f"FAILED {where}: {reason}")
     print(f"rules: {len(report.created)} created, {len(report.unchanged)} already there, {len(report.failed)} failed")
-    if settings.mover == "DIRAC-RMS":
-        pending = pending_copies(client, policy)
-        results = submit_rms_copies(pending, lambda f: catalog.mapper.to_lfn(DID(f["scope"], f["name"])))
-        for name, what in results:
+
+
+def _move(settings, client, catalog, policy, quiet: bool = False) -> None:
+    """With the DIRAC-RMS mover: RMS requests for the copies the rules wait for (none twice)."""
+    from KM3DIRAC.core.lfn import DID
+    from KM3DIRAC.core.replication_policy import pending_copies
+    from KM3DIRAC.DataManagementSystem.Client.Replication import submit_rms_copies
+
+    if settings.mover != "DIRAC-RMS":
+        if not quiet:
+            print("mover Rucio: the rules' transfers are Rucio's (conveyor, FTS)")
+        return
+    pending = pending_copies(client, policy)
+    results = submit_rms_copies(pending, lambda f: catalog.mapper.to_lfn(DID(f["scope"], f["name"])))
+    for name, what in results:
+        if not quiet or what != "in progress":
             print(f"copy request {name}: {what}")
+    if not quiet:
         print(f"mover DIRAC-RMS: {sum(len(p.files) for p in pending)} file copies awaited in {len(pending)} "
               f"(rule, RSE) groups")
-    else:
-        print("mover Rucio: the rules' transfers are Rucio's (conveyor, FTS)")
-    return 1 if report.failed else 0
 
 
 def clean_source(policy) -> int:
     from KM3DIRAC.core.replication_policy import check_against_rucio
     from KM3DIRAC.core.replication_policy import clean_source as release
-    from KM3DIRAC.DataManagementSystem.Client.Replication import StorageChecksums, replication_settings
+    from KM3DIRAC.DataManagementSystem.Client.Replication import StorageChecksums
 
-    settings = replication_settings()
+    settings = _settings()
     client, _ = _client_and_catalog()
     check_against_rucio(client, policy)
     report = release(client, policy, StorageChecksums(), settings.source_grace_seconds,
@@ -110,6 +146,14 @@ def status(policy) -> int:
 
 @Script()
 def main():
+    options = {}
+
+    def set_wait(value):
+        options["wait"] = value
+        return {"OK": True, "Value": None}
+
+    Script.registerSwitch("", "wait=", "apply: wait up to SECONDS until every rule is OK (exit code 3 if not)",
+                          set_wait)
     Script.registerArgument(f"Command: one of {', '.join(COMMANDS)}", values=list(COMMANDS))
     Script.registerArgument("Policy: the policy file (YAML)")
     Script.parseCommandLine(ignoreErrors=False)
@@ -122,8 +166,13 @@ def main():
 
     try:
         policy = load_policy(policy_path)
-        action = {"validate": validate, "apply": apply, "clean-source": clean_source, "status": status}[command]
-        code = action(policy)
+        if command == "apply":
+            wait = options.get("wait", "0")
+            if not wait.isdigit():
+                raise ValueError(f"--wait {wait!r}: seconds (an integer)")
+            code = apply(policy, float(wait))
+        else:
+            code = {"validate": validate, "clean-source": clean_source, "status": status}[command](policy)
     except (KM3DiracError, ValueError) as error:
         gLogger.error(str(error))
         sys.exit(1)
