@@ -549,7 +549,10 @@ def _expiring(rule: dict, grace_seconds: int) -> bool:
     if not expires or not rule.get("purge_replicas"):
         return False
     if isinstance(expires, str):
-        expires = _parse_rucio_time(expires)
+        try:
+            expires = _parse_rucio_time(expires)
+        except ValueError:
+            return True  # expiring and purging: released (only a release sets both on a source rule)
     now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
     return expires <= now + datetime.timedelta(seconds=grace_seconds + 60)
 

@@ -17,6 +17,8 @@ from KM3DIRAC.core.replication_policy import DEFAULT_SOURCE_GRACE_SECONDS, Pendi
 SECTION = "KM3DIRAC/Replication"
 MOVERS = ("Rucio", "DIRAC-RMS")
 REQUEST_PREFIX = "km3-replicate"
+#: requests tried for one (rule, RSE) before the mover stops asking (a cron job must not add one every run)
+MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,10 @@ def submit_rms_copies(pending_copies: list[PendingCopy], lfn_of) -> list[tuple[s
             attempt += 1
         if running:
             results.append((name, "in progress"))
+            continue
+        if attempt >= MAX_ATTEMPTS:
+            results.append((request_name(pending, attempt - 1),
+                            f"gave up: {MAX_ATTEMPTS} requests ended without the copies (see the Request Monitor)"))
             continue
         request = Request()
         request.RequestName = name
