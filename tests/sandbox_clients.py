@@ -419,7 +419,58 @@ def run_job_through_rucio_outage(sandbox, work: Path, name: str, input_data: str
     return job_id, attributes
 
 
+def register_run_datasets(scope: str, rse: str, storage_dir: str, runs_json: str) -> dict:
+    """What nightly ingestion does for each run: files written at the shore station's storage (here: the bytes
+    put at the RSE's path of their LFN), registered where they lie through the catalog (DIRAC's FileCatalog:
+    KM3DIRAC's Rucio catalog), one dataset per run with ``datatype=RAW``, closed once the run is complete.
+    ``runs_json``: ``{run directory LFN: {file name: content}}``."""
+    import os
+    import zlib
+
+    from DIRAC.Resources.Catalog.FileCatalog import FileCatalog
+    from rucio.client import Client
+
+    client = Client()
+    runs = json.loads(runs_json)
+    registered = {}
+    for directory, files in runs.items():
+        entries = {}
+        for name, content in files.items():
+            lfn = f"{directory}/{name}"
+            path = os.path.join(storage_dir, lfn.lstrip("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as output:
+                output.write(content)
+            entries[lfn] = {"PFN": path, "Size": len(content.encode()), "SE": rse, "GUID": str(uuid.uuid4()),
+                            "Checksum": f"{zlib.adler32(content.encode()):08x}", "ChecksumType": "ADLER32"}
+        result = _value(FileCatalog().addFile(entries), "addFile")
+        if result["Failed"]:
+            raise SystemExit(f"addFile failed: {result['Failed']}")
+        client.set_metadata(scope, directory, "datatype", "RAW")
+        client.close(scope, directory)
+        registered[directory] = sorted(entries)
+    return {"datasets": registered}
+
+
+def replica_view(scope: str, datasets_json: str) -> dict:
+    """Rucio's state of run datasets: per file the state of its replica at each RSE; per dataset its rules."""
+    from rucio.client import Client
+
+    client = Client()
+    view = {}
+    for dataset in json.loads(datasets_json):
+        files = [{"scope": f["scope"], "name": f["name"]} for f in client.list_files(scope, dataset)]
+        replicas = {r["name"]: r.get("states") or {} for r in client.list_replicas(files, all_states=True)}
+        rules = [{"rse_expression": r["rse_expression"], "copies": r["copies"], "state": r["state"],
+                  "expires_at": str(r["expires_at"]) if r.get("expires_at") else None}
+                 for r in client.list_did_rules(scope, dataset)]
+        view[dataset] = {"replicas": replicas, "rules": sorted(rules, key=lambda r: r["rse_expression"])}
+    return view
+
+
 ACTIONS = {
+    "register-run-datasets": register_run_datasets,
+    "replica-view": replica_view,
     "leave-pending-registration": leave_pending_registration,
     "upload-km3net-file": upload_km3net_file,
     "add-scope": add_scope,

@@ -318,11 +318,26 @@ class CatalogWrites(CatalogDirectories):
             by_rse[record["rse"]].append(lfn)
         for rse, rse_lfns in by_rse.items():
             def register(chunk: list[str], rse: str = rse) -> None:
-                self.client.add_replicas(rse, [{**records[lfn]["did"].as_dict(), "bytes": records[lfn]["bytes"],
-                                                "adler32": records[lfn]["adler32"]} for lfn in chunk])
-                self._add_rules([records[lfn]["did"].as_dict() for lfn in chunk], rse)
+                awaited = self._copies_awaited(rse, [records[lfn]["did"] for lfn in chunk])
+                new = [lfn for lfn in chunk if records[lfn]["did"] not in awaited]
+                if awaited:
+                    # a rule asked for these copies (its locks wait, the replicas are COPYING): now they are there.
+                    # AVAILABLE is what Rucio's conveyor-finisher sets after a transfer: the locks become OK and
+                    # the rule OK once all are; the rule that asked pins them, no other rule is added
+                    self.client.update_replicas_states(rse, [{**did.as_dict(), "state": "A"} for did in awaited])
+                if new:
+                    self.client.add_replicas(rse, [{**records[lfn]["did"].as_dict(), "bytes": records[lfn]["bytes"],
+                                                    "adler32": records[lfn]["adler32"]} for lfn in new])
+                    self._add_rules([records[lfn]["did"].as_dict() for lfn in new], rse)
 
             self._per_chunk(rse_lfns, register, f"replica registration at {rse} failed", result)
+
+    def _copies_awaited(self, rse: str, dids: list[DID]) -> set[DID]:
+        """The files among ``dids`` whose replica at ``rse`` exists in state COPYING (a rule waits for it)."""
+        replicas = self.client.list_replicas([did.as_dict() for did in dids], all_states=True,
+                                             rse_expression=rse, ignore_availability=True)
+        return {DID(replica["scope"], replica["name"]) for replica in replicas
+                if (replica.get("states") or {}).get(rse) == "COPYING"}
 
     @staticmethod
     def _per_chunk(lfns: list[str], action: Callable[[list[str]], None], failure: str, result: Bulk) -> None:

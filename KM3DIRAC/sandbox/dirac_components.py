@@ -443,6 +443,17 @@ Operations
       Default = KM3DIRAC.WorkloadManagementSystem.Client.RucioInputData
       Download = KM3DIRAC.WorkloadManagementSystem.Client.RucioInputData
     }}
+    # dirac-km3-replicate: no FTS here, so the copies Rucio's rules ask for are made by DIRAC's RMS
+    # (ReplicateAndRegister run by the RequestExecutingAgent); the shore station's copy is released at once (the
+    # sandbox's Rucio judge-cleaner and reaper delete it), not after Rucio's one-hour grace
+    KM3DIRAC
+    {{
+      Replication
+      {{
+        Mover = DIRAC-RMS
+        SourceGraceSeconds = 0
+      }}
+    }}
   }}
 }}
 """

@@ -63,6 +63,8 @@ from KM3DIRAC.sandbox.rucio_server import (
     SOURCE_ROOT,
     client_config_text,
     serve_again,
+    server_environment,
+    server_venv,
     start_rucio_server,
 )
 from KM3DIRAC.sandbox.state import ComponentRecord, SandboxState, is_alive, is_healthy, record_process, stop_component
@@ -76,6 +78,11 @@ HASH_RSE_NAMES = ("KM3-HASH-1",)
 # writes into; dirac-km3-ingest registers the DAQ's files there where they lie, each replica with its own PFN
 SHORE_RSE = "KM3-SHORE"
 DAQ_DIRECTORY = "daq"
+# a computing centre's tape (Rucio rse_type TAPE, attribute istape=True), bytes in a local directory: the tape copy
+# of KM3NeT's replication policy (policies/replication.yaml)
+TAPE_RSE_NAMES = ("KM3-TAPE-1",)
+# Rucio's judge-cleaner and reaper (KM3DIRAC.sandbox.rucio_daemons): seconds between passes
+RUCIO_DAEMONS_INTERVAL = 3
 PROXY_LIFETIME_SECONDS = 7 * 24 * 3600
 SERVICE_START_TIMEOUT = 180
 WEB_PORTAL = "WebApp/WebAppDIRAC"
@@ -313,6 +320,7 @@ class Sandbox:
         if restarted:
             self._run_step("reschedule-orphaned-jobs")
         self._start_job_agent_loop()
+        self._start_rucio_daemons()
         self._start_web_portal()
         time.sleep(1)
         crashed = [record for record in self.state.components if not is_alive(record)]
@@ -365,7 +373,7 @@ class Sandbox:
         catalog = RucioCatalogSettings(rucio_host=rucio_url, auth_host=rucio_url, account=ROOT_ACCOUNT,
                                        username=ROOT_USERNAME, password=ROOT_PASSWORD)
         storages = [LocalStorage(rse, self.paths.storage_dir(rse))
-                    for rse in (*RSE_NAMES, *HASH_RSE_NAMES, SHORE_RSE)]
+                    for rse in (*RSE_NAMES, *HASH_RSE_NAMES, *TAPE_RSE_NAMES, SHORE_RSE)]
         base = LocalDiracConfig(catalog=catalog, storages=storages, user_name=USER_NAME,
                                 user_dn=user_subject(USER_NAME), list_catalog=with_catalog)
         text = render_sandbox_cfg(base, self.paths.layout, ports, mariadb_port, self.paths.certificates.directory)
@@ -422,6 +430,15 @@ class Sandbox:
         self._start_process("WorkloadManagement/JobAgent", "pilot",
                             [sys.executable, "-m", "KM3DIRAC.sandbox.pilot_loop", str(self.paths.root / "pilot")],
                             env=env, cwd=self.paths.root)
+
+    def _start_rucio_daemons(self) -> None:
+        """Rucio's judge-cleaner and reaper: expired rules go, unlocked replicas with a tombstone are deleted
+        (bytes included), as on a production Rucio; what releases the shore station's copies."""
+        venv = server_venv()
+        self._start_process("Rucio/judge-cleaner+reaper", "rucio-daemons",
+                            [str(venv / "bin" / "python"), "-m", "KM3DIRAC.sandbox.rucio_daemons",
+                             str(RUCIO_DAEMONS_INTERVAL)],
+                            env=server_environment(self.paths.rucio_dir / "rucio-server.cfg"), cwd=self.paths.rucio_dir)
 
     # -- Rucio outages (fault trials) ------------------------------------------------------------------------
     def stop_rucio_server(self) -> None:

@@ -172,13 +172,17 @@ class RucioServer:
         stop_process_group(self.process)
 
 
-def _server_env(config_file: Path) -> dict[str, str]:
+def server_environment(config_file: Path) -> dict[str, str]:
+    """The environment of the Rucio server and its daemons (``RUCIO_CONFIG`` = the server's configuration)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("RUCIO_", "VIRTUAL_ENV"))}
     env["RUCIO_CONFIG"] = str(config_file)
     # the server imports KM3DIRAC.core.rucio_policy (the lfn2pfn algorithm) and KM3DIRAC.RucioPolicy (permissions)
     # from this source tree
     env["PYTHONPATH"] = str(SOURCE_ROOT)
     return env
+
+
+_server_env = server_environment
 
 
 def _start_gunicorn(venv: Path, port: int, config_file: Path, log_file: Path,

@@ -30,15 +30,17 @@ def _file_protocol(directory: Path) -> dict:
 
 
 def add_directory_rse(client: Client, name: str, directory: Path, account: str = "root",
-                      lfn2pfn_algorithm: str | None = ALGORITHM_NAME, deterministic: bool = True) -> None:
+                      lfn2pfn_algorithm: str | None = ALGORITHM_NAME, deterministic: bool = True,
+                      rse_type: str = "DISK") -> None:
     """Create the RSE ``name`` storing files under ``directory`` (created if missing). ``lfn2pfn_algorithm=None``
     leaves Rucio's default (``hash`` on these servers), as most Rucio instances run; ``deterministic=False``
-    makes an RSE where every replica's path is given at upload."""
+    makes an RSE where every replica's path is given at upload; ``rse_type="TAPE"`` an RSE Rucio treats as tape
+    (attribute ``istape``), its bytes still in a local directory."""
     from rucio.common.exception import Duplicate
 
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        client.add_rse(name, deterministic=deterministic)
+        client.add_rse(name, deterministic=deterministic, rse_type=rse_type)
     except Duplicate:
         pass
     try:

@@ -14,7 +14,7 @@ ORPHANED_JOB_STATUSES = ("Matched", "Running", "Completing")
 def make_rses(root: Path) -> None:
     from rucio.client import Client
 
-    from KM3DIRAC.sandbox.local_sandbox import HASH_RSE_NAMES, RSE_NAMES, SHORE_RSE, SandboxPaths
+    from KM3DIRAC.sandbox.local_sandbox import HASH_RSE_NAMES, RSE_NAMES, SHORE_RSE, TAPE_RSE_NAMES, SandboxPaths
     from KM3DIRAC.sandbox.rucio_setup import add_directory_rse, connect_rses
 
     client = Client()
@@ -23,10 +23,12 @@ def make_rses(root: Path) -> None:
         add_directory_rse(client, rse, paths.storage_dir(rse))
     for rse in HASH_RSE_NAMES:
         add_directory_rse(client, rse, paths.storage_dir(rse), lfn2pfn_algorithm=None)
+    for rse in TAPE_RSE_NAMES:
+        add_directory_rse(client, rse, paths.storage_dir(rse), rse_type="TAPE")
     # non-deterministic: the DAQ's files are registered at their own paths (dirac-km3-ingest gives each PFN)
     add_directory_rse(client, SHORE_RSE, paths.storage_dir(SHORE_RSE), deterministic=False)
     paths.daq_dir.mkdir(parents=True, exist_ok=True)
-    connect_rses(client, [*RSE_NAMES, *HASH_RSE_NAMES, SHORE_RSE])
+    connect_rses(client, [*RSE_NAMES, *HASH_RSE_NAMES, *TAPE_RSE_NAMES, SHORE_RSE])
 
 
 def make_accounts(root: Path) -> None:
