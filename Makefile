@@ -16,11 +16,11 @@ test: install
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	.venv/bin/ruff check KM3DIRAC tests tools bench
+	.venv/bin/ruff check KM3DIRAC snakemake_executor_plugin_dirac snakemake_storage_plugin_km3dirac tests tools bench
 	shellcheck -x tools/*.sh cvmfs/*.sh cvmfs/km3-cvmfs-run .ci/run
 
 clean:
-	rm -rf .venv .venv-rucio-server .work
+	rm -rf .venv .venv-rucio-server .venv-snakemake .work
 
 # Catalog benchmark (issue "A Rucio FileCatalog plugin"): BENCH_ARGS="--files 1000 --find-dids 10000" for a quick run
 bench-catalog: install
