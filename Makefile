@@ -1,5 +1,5 @@
 # The two commands of README.md. Each does all the set-up it needs (tools/bootstrap.sh) first.
-.PHONY: install test lint demo clean bench-catalog bench-wrapper bench-plugins bench-calib
+.PHONY: install test lint demo clean bench-catalog bench-wrapper bench-plugins bench-calib bench-snakemake
 
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
@@ -37,3 +37,8 @@ bench-plugins: install
 # Calibration resolution benchmark (issue 14): BENCH_ARGS="--runs 1000 --calibrations 100" for a quick run
 bench-calib: install
 	.venv/bin/python -m bench.calib_bench $(BENCH_ARGS)
+
+# snakemake executor benchmark (issue 15): the same jobs via snakemake and via dirac-wms-job-submit on the sandbox;
+# BENCH_ARGS="--jobs 10 --sandbox DIR" for a quick run on a sandbox that is up
+bench-snakemake: install
+	.venv/bin/python -m bench.snakemake_bench $(BENCH_ARGS)

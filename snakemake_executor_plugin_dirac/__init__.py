@@ -15,11 +15,13 @@ DIRAC is reached through its commands (``dirac-wms-job-submit`` with all ready j
 lives in ``.venv-snakemake`` (tools/bootstrap.sh), apart from DIRAC, because their dependencies clash.
 """
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -49,6 +51,8 @@ from KM3DIRAC.core.snakemake_jobs import (
 STORAGE_PROVIDER = "km3dirac"
 REPOSITORY_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
 COMMAND_TIMEOUT = 600
+#: a file the executor writes its DIRAC calls' counts and durations to at the end (bench/snakemake_bench.py)
+STATS_VARIABLE = "KM3DIRAC_SNAKEMAKE_STATS"
 
 
 @dataclass
@@ -103,6 +107,7 @@ class Executor(RemoteExecutor):
         self.work = Path(".snakemake") / "dirac" / self.run_id
         self.work.mkdir(parents=True, exist_ok=True)
         self.status_calls = 0  # one dirac-wms-job-status call per status check, whatever the number of jobs
+        self.call_stats: dict[str, dict[str, float]] = {}  # per DIRAC command: calls, seconds, job ids passed
         self._check_at_start()
 
     # ---- checks before anything is submitted
@@ -275,14 +280,25 @@ class Executor(RemoteExecutor):
             answer = self._dirac("dirac-wms-job-kill", *ids, timeout=300)
             self.logger.info(f"killed DIRAC jobs {' '.join(ids)}: {log_tail(answer.stdout + answer.stderr, 5)}")
 
+    def shutdown(self) -> None:
+        super().shutdown()
+        if stats_file := os.environ.get(STATS_VARIABLE):  # bench/snakemake_bench.py reads what the DIRAC calls cost
+            Path(stats_file).write_text(json.dumps({"calls": self.call_stats, "status_checks": self.status_calls}))
+
     def _dirac(self, command: str, *arguments: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
         env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME",
                                                                               "VIRTUAL_ENV")}
+        start = time.monotonic()
         try:
             return subprocess.run([str(self.bin / command), *arguments], capture_output=True, text=True,
                                   timeout=timeout, check=False, env=env)
         except subprocess.TimeoutExpired as error:
             return subprocess.CompletedProcess(error.cmd, 124, "", f"{command} timed out after {timeout} s")
+        finally:
+            stats = self.call_stats.setdefault(command, {"calls": 0, "seconds": 0.0, "arguments": 0})
+            stats["calls"] += 1
+            stats["seconds"] += time.monotonic() - start
+            stats["arguments"] += len(arguments)
 
 
 def _items(value) -> list[str]:

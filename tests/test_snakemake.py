@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -192,6 +193,34 @@ def test_bad_settings_are_refused_before_anything_is_submitted(local_sandbox: Ru
     # a rule without declared outputs
     out = refused(*snakemake_options(prefix), "no_output")
     assert "rule no_output: no declared output" in out, out[-2000:]
+
+
+@pytest.mark.sandbox
+@pytest.mark.snakemake
+def test_ctrl_c_kills_the_running_dirac_jobs(local_sandbox: RunningSandbox, tmp_path: Path):
+    if not SNAKEMAKE.exists():
+        pytest.fail(f"{SNAKEMAKE} is missing: make install creates .venv-snakemake")
+    workflow = _new_workflow(local_sandbox, tmp_path, FAILING, "cancel")
+    workflow.start(local_sandbox, "slow")
+    deadline = time.monotonic() + RUN_TIMEOUT
+    job_id = None
+    while time.monotonic() < deadline and job_id is None and workflow.process.poll() is None:
+        time.sleep(1)
+        found = DIRAC_JOB.search(workflow.log.read_text())
+        job_id = found.group(2) if found else None
+    assert job_id, workflow.log.read_text()[-3000:]
+    workflow.process.send_signal(signal.SIGINT)
+    code, log = workflow.wait()
+    assert code != 0, log[-3000:]
+    assert f"killed DIRAC jobs {job_id}" in log, log[-3000:]
+    attributes = {"status": ""}
+    while time.monotonic() < deadline and attributes["status"] not in ("Killed", "Failed"):
+        attributes = local_sandbox.dirac_client("job-attributes", job_id)
+        time.sleep(1)
+    # DIRAC 9.1: a job killed while Waiting is Killed; one killed while its payload runs ends Failed with
+    # "Received Kill signal" (the JobWrapper's report)
+    assert attributes["status"] == "Killed" or (attributes["status"], attributes["minor_status"]) == \
+        ("Failed", "Received Kill signal"), attributes
 
 
 # ---- the job description, without DIRAC or snakemake
