@@ -1,5 +1,5 @@
 # The two commands of README.md. Each does all the set-up it needs (tools/bootstrap.sh) first.
-.PHONY: install test lint demo clean bench-catalog bench-wrapper bench-plugins bench-calib bench-ingest
+.PHONY: install test lint demo clean bench-catalog bench-wrapper bench-plugins bench-calib bench-ingest bench-snakemake
 
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
@@ -16,11 +16,11 @@ test: install
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	.venv/bin/ruff check KM3DIRAC tests tools bench
+	.venv/bin/ruff check KM3DIRAC snakemake_executor_plugin_dirac snakemake_storage_plugin_km3dirac tests tools bench
 	shellcheck -x tools/*.sh cvmfs/*.sh cvmfs/km3-cvmfs-run .ci/run
 
 clean:
-	rm -rf .venv .venv-rucio-server .work
+	rm -rf .venv .venv-rucio-server .venv-snakemake .work
 
 # Catalog benchmark (issue "A Rucio FileCatalog plugin"): BENCH_ARGS="--files 1000 --find-dids 10000" for a quick run
 bench-catalog: install
@@ -41,3 +41,8 @@ bench-calib: install
 # Shore-station ingestion benchmark (issue 13): BENCH_ARGS="--sizes 1000,10000" for a quick run
 bench-ingest: install
 	.venv/bin/python -m bench.ingest_bench $(BENCH_ARGS)
+
+# snakemake executor benchmark (issue 15): the same jobs via snakemake and via dirac-wms-job-submit on the sandbox;
+# BENCH_ARGS="--jobs 10 --sandbox DIR" for a quick run on a sandbox that is up
+bench-snakemake: install
+	.venv/bin/python -m bench.snakemake_bench $(BENCH_ARGS)

@@ -22,6 +22,11 @@ PARAMETERS = {
                            "InputData=/km3net/data/raw/KM3NeT_00000133/12345", "OutputSE=KM3-DISK-1"],
     "user-analysis.jdl": ["Name=myana", "Command=python ana.py", "InputData=/km3net/user/a.root,/km3net/user/b.root",
                           "OutputPatterns=*.h5", "OutputPath=/km3net/user/j/jdoe/ana", "OutputSE=KM3-DISK-1"],
+    # what snakemake's DIRAC executor renders (KM3DIRAC.core.snakemake_jobs)
+    "snakemake-job.jdl": ["JobName=smk-reco-133-1", "JobGroup=snakemake", "JobScript=snakemake-job.sh",
+                          "ScriptName=snakemake-job.sh", "CPUTime=600", "InputData=/km3net/user/j/jdoe/wf/raw/a.root",
+                          "OutputPatterns=reco/a.reco.root", "OutputPath=/km3net/user/j/jdoe/wf/reco",
+                          "OutputSE=KM3-DISK-1", "FailoverSEs=", "Metadata=Step=reco"],
 }
 
 
@@ -33,6 +38,7 @@ def _render(template: str, parameters: list[str], cwd: Path) -> subprocess.Compl
 @pytest.mark.parametrize("template", sorted(PARAMETERS))
 def test_every_template_renders_to_a_jdl_dirac_accepts(template, tmp_path):
     assert sorted(p.name for p in TEMPLATES.glob("*.jdl")) == sorted(PARAMETERS)
+    (tmp_path / "snakemake-job.sh").write_text("true\n")  # the snakemake template's input sandbox
     result = _render(template, PARAMETERS[template], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     from DIRAC.Core.Utilities.ClassAd.ClassAdLight import ClassAd

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PYTHON_TREES = ["KM3DIRAC", "tests", "tools", "bench"]
+PYTHON_TREES = ["KM3DIRAC", "snakemake_executor_plugin_dirac", "snakemake_storage_plugin_km3dirac", "tests", "tools",
+                "bench"]
 
 
 def _ruff() -> str:

@@ -5,6 +5,10 @@
 #      python3-venv, shellcheck, chromium + chromium-driver (the web portal tests drive a headless browser).
 #   2. .venv: Debian's python3 + DIRAC, rucio-clients, diracx-client and KM3DIRAC (editable) with test tools.
 #   3. .venv-rucio-server: the Rucio server (it pins urllib3/requests versions that clash with rucio-clients).
+#   4. .venv-snakemake: snakemake (tools/snakemake-requirements.txt) with this repository's snakemake plugins
+#      (snakemake_executor_plugin_dirac, snakemake_storage_plugin_km3dirac) installed without dependencies, in
+#      setuptools' "compat" editable mode: snakemake finds plugins by scanning sys.path for their package names,
+#      which the default editable finder hook hides. snakemake downgrades packaging and SQLAlchemy, so not in .venv.
 # A stamp per environment records the hash of the files that define it, so a warm run does nothing.
 set -euo pipefail
 
@@ -87,7 +91,23 @@ make_server_venv() {
   echo "$stamp" > .venv-rucio-server/.km3dirac-stamp
 }
 
+make_snakemake_venv() {
+  local stamp
+  stamp=$(stamp_of tools/snakemake-requirements.txt setup.cfg pyproject.toml)
+  if [ -f .venv-snakemake/.km3dirac-stamp ] && [ "$(cat .venv-snakemake/.km3dirac-stamp)" = "$stamp" ]; then
+    return 0
+  fi
+  log "creating .venv-snakemake (snakemake and KM3DIRAC's snakemake plugins)"
+  rm -rf .venv-snakemake
+  "$DEBIAN_PYTHON" -m venv .venv-snakemake
+  pip_in .venv-snakemake --upgrade 'pip>=24' 'setuptools>=68' wheel
+  pip_in .venv-snakemake -r tools/snakemake-requirements.txt
+  pip_in .venv-snakemake --no-deps --config-settings editable_mode=compat -e .
+  echo "$stamp" > .venv-snakemake/.km3dirac-stamp
+}
+
 install_debian_packages
 make_client_venv
 make_server_venv
+make_snakemake_venv
 log "ready"
