@@ -46,8 +46,8 @@ class RunningSandbox:
         assert result.returncode == 0, f"{action} failed:\n{result.stdout}\n{result.stderr}"
         return json.loads(result.stdout.strip().splitlines()[-1])
 
-    def sandbox_command(self, action: str, timeout: float = UP_TIMEOUT) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "dirac-km3-sandbox"), action, "--dir", str(self.directory)],
+    def sandbox_command(self, action: str, timeout: float = UP_TIMEOUT, *options: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "dirac-km3-sandbox"), action, "--dir", str(self.directory), *options],
                               capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -64,6 +64,26 @@ def local_sandbox() -> Iterator[RunningSandbox]:
     finally:
         # reset also removes Rucio's database where it lives outside the directory (below /tmp: the postgres user
         # cannot reach a 0700 temporary directory)
+        keep = os.environ.get("KM3DIRAC_KEEP_TEST_DIR")
+        stopped = sandbox.sandbox_command("down" if keep else "reset")
+        if not keep:
+            shutil.rmtree(sandbox.directory, ignore_errors=True)
+        assert stopped.returncode == 0, f"dirac-km3-sandbox down failed:\n{stopped.stdout}\n{stopped.stderr}"
+
+
+@pytest.fixture(scope="session")
+def diracx_sandbox() -> Iterator[RunningSandbox]:
+    """A sandbox of its own started with ``up --diracx`` (DiracX routes DIRAC's JobStateUpdate calls: the session's
+    sandbox stays without it). ``KM3DIRAC_TEST_DIRACX_SANDBOX`` names one that is up already (kept up)."""
+    if os.environ.get("KM3DIRAC_TEST_DIRACX_SANDBOX"):
+        yield RunningSandbox(Path(os.environ["KM3DIRAC_TEST_DIRACX_SANDBOX"]).resolve())
+        return
+    sandbox = RunningSandbox(Path(tempfile.mkdtemp(prefix="km3dirac-diracx-sandbox-")))
+    try:
+        started = sandbox.sandbox_command("up", UP_TIMEOUT, "--diracx")
+        assert started.returncode == 0, f"dirac-km3-sandbox up --diracx failed:\n{started.stdout}\n{started.stderr}"
+        yield sandbox
+    finally:
         keep = os.environ.get("KM3DIRAC_KEEP_TEST_DIR")
         stopped = sandbox.sandbox_command("down" if keep else "reset")
         if not keep:

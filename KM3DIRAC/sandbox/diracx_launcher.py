@@ -43,9 +43,9 @@ class DiracXLauncher:
         cfg = CFG().loadFromBuffer(text).mergeWith(CFG().loadFromBuffer(section))
         cfg["DiracX"].deleteKey("DisabledVOs")
         # DIRAC's OptimizationMind picks up jobs it was not told about (DiracX inserts them into JobDB directly)
-        # every LoadJobPeriod seconds (DIRAC's default: 60, then 300)
+        # once a minute at most; KM3OptimizationMindHandler (the sandbox's) looks this often
         optimization_mind = cfg["Systems"]["WorkloadManagement"]["Services"]["OptimizationMind"]
-        optimization_mind.setOption("LoadJobPeriod", str(OPTIMIZER_LOAD_PERIOD_SECONDS))
+        optimization_mind.setOption("ReceivedJobsLoadPeriod", str(OPTIMIZER_LOAD_PERIOD_SECONDS))
         # DiracX 0.7's default SoftwareDistModule is "LocalSoftwareDist", a module DIRAC 9.1 does not have (its own
         # default is none): DiracX writes it into every JDL it accepts and DIRAC's JobAgent then reschedules the job
         # ("Failed to import library ( 1001 : No module LocalSoftwareDist found)"). Empty, as DIRAC's default.
