@@ -164,3 +164,13 @@ def test_an_input_sandbox_is_refused_before_submission_with_the_way_out(diracx_s
     assert refused.returncode == 1
     assert "InputSandbox ['count_events.py'] cannot go through DiracX" in refused.stdout + refused.stderr
     assert "KM3InputData" in refused.stdout + refused.stderr
+
+
+def test_status_lists_diracx_and_its_s3_store_healthy(diracx_sandbox: RunningSandbox):
+    status = diracx_sandbox.sandbox_command("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    for component in ("DiracX/uvicorn", "DiracX/S3"):
+        assert re.search(rf"^{re.escape(component)}\s+diracx\s+\d+\s+\d+\s+ok$", status.stdout, re.MULTILINE), \
+            status.stdout
+    url = re.search(r"DIRACX_URL=(\S+)", status.stdout).group(1)
+    assert url == diracx_sandbox.user_env()["DIRACX_URL"]

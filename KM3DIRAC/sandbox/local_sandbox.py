@@ -520,6 +520,10 @@ class Sandbox:
             health = portal_health(front.port, self.paths.portal_token.read_text().strip())
             healthy = healthy and health.startswith("ok")
             lines.append(f"web portal:    {url}  {health}")
+        diracx = _diracx_variables(self.paths, "user")
+        if diracx:
+            started = json.loads(self.paths.diracx_client_file.read_text()).get("startup_seconds")
+            lines.append(f"DiracX:        DIRACX_URL={diracx['DIRACX_URL']}  (ready {started} s after its start)")
         lines.append(f"configuration: DIRACSYSCONFIG={self.paths.layout.dirac_cfg}")
         lines.append(f"user proxy:    X509_USER_PROXY={self.paths.certificates.user_proxy}")
         lines.append(f"CA directory:  X509_CERT_DIR={self.paths.certificates.ca_dir}")
