@@ -48,8 +48,8 @@ class RunningSandbox:
         assert result.returncode == 0, f"{action} failed:\n{result.stdout}\n{result.stderr}"
         return json.loads(result.stdout.strip().splitlines()[-1])
 
-    def sandbox_command(self, action: str, timeout: float = UP_TIMEOUT) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "dirac-km3-sandbox"), action, "--dir", str(self.directory)],
+    def sandbox_command(self, action: str, timeout: float = UP_TIMEOUT, *options: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "dirac-km3-sandbox"), action, "--dir", str(self.directory), *options],
                               capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -70,4 +70,64 @@ def local_sandbox() -> Iterator[RunningSandbox]:
         stopped = sandbox.sandbox_command("down" if keep else "reset")
         if not keep:
             shutil.rmtree(sandbox.directory, ignore_errors=True)
+        assert stopped.returncode == 0, f"dirac-km3-sandbox down failed:\n{stopped.stdout}\n{stopped.stderr}"
+
+
+#: the DiracX sandbox started in the background as soon as the session knows it will need it (pytest_collection_finish)
+_diracx_start: dict = {}
+
+
+def pytest_collection_finish(session) -> None:
+    """Start ``up --diracx`` right after collection when a selected test needs it: its two minutes pass while the
+    tests before it run."""
+    if os.environ.get("KM3DIRAC_TEST_DIRACX_SANDBOX") or session.config.option.collectonly:
+        return
+    if not any(item.get_closest_marker("diracx") for item in session.items):
+        return
+    directory = Path(tempfile.mkdtemp(prefix="km3dirac-diracx-sandbox-"))
+    log_path = directory.with_name(f"{directory.name}-up.log")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([str(BIN / "dirac-km3-sandbox"), "up", "--dir", str(directory), "--diracx"],
+                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    _diracx_start.update(sandbox=RunningSandbox(directory), process=process, log=log_path, used=False)
+
+
+def pytest_sessionfinish(session) -> None:
+    """Stop and remove a background DiracX sandbox no test used (the fixture removes the ones it used)."""
+    if not _diracx_start or _diracx_start["used"]:
+        return
+    process: subprocess.Popen = _diracx_start["process"]
+    if process.poll() is None:
+        process.terminate()  # `up` stops what it started when interrupted (Sandbox.up's down on failure)
+        process.wait(timeout=120)
+    _stop(_diracx_start["sandbox"])
+    _diracx_start["log"].unlink(missing_ok=True)
+
+
+def _stop(sandbox: RunningSandbox) -> subprocess.CompletedProcess:
+    stopped = sandbox.sandbox_command("down" if os.environ.get("KM3DIRAC_KEEP_TEST_DIR") else "reset")
+    if not os.environ.get("KM3DIRAC_KEEP_TEST_DIR"):
+        shutil.rmtree(sandbox.directory, ignore_errors=True)
+    return stopped
+
+
+@pytest.fixture(scope="session")
+def diracx_sandbox() -> Iterator[RunningSandbox]:
+    """A sandbox of its own started with ``up --diracx`` (DiracX routes DIRAC's JobStateUpdate calls: the session's
+    sandbox stays without it), started in the background after collection. ``KM3DIRAC_TEST_DIRACX_SANDBOX`` names
+    one that is up already (used and kept up)."""
+    if os.environ.get("KM3DIRAC_TEST_DIRACX_SANDBOX"):
+        yield RunningSandbox(Path(os.environ["KM3DIRAC_TEST_DIRACX_SANDBOX"]).resolve())
+        return
+    assert _diracx_start, "the DiracX sandbox was not started after collection (pytest_collection_finish)"
+    _diracx_start["used"] = True
+    sandbox: RunningSandbox = _diracx_start["sandbox"]
+    try:
+        returncode = _diracx_start["process"].wait(timeout=UP_TIMEOUT)
+        output = _diracx_start["log"].read_text(errors="replace")
+        assert returncode == 0, f"dirac-km3-sandbox up --diracx failed:\n{output}"
+        yield sandbox
+    finally:
+        stopped = _stop(sandbox)
+        _diracx_start["log"].unlink(missing_ok=True)
         assert stopped.returncode == 0, f"dirac-km3-sandbox down failed:\n{stopped.stdout}\n{stopped.stderr}"

@@ -3,7 +3,8 @@
 #   1. Debian packages, when missing (needs root or sudo): PostgreSQL server binaries, swig (M2Crypto build),
 #      python3-gfal2 (the gfal2 binding DIRAC requires; PyPI's does not build against Debian 12's gfal2),
 #      python3-venv, shellcheck, chromium + chromium-driver (the web portal tests drive a headless browser).
-#   2. .venv: Debian's python3 + DIRAC, rucio-clients, diracx-client and KM3DIRAC (editable) with test tools.
+#   2. .venv: Debian's python3 + DIRAC, rucio-clients, diracx-client and KM3DIRAC (editable) with test tools;
+#      the extra `diracx`: DiracX's server packages and moto (dirac-km3-sandbox up --diracx).
 #   3. .venv-rucio-server: the Rucio server (it pins urllib3/requests versions that clash with rucio-clients).
 #   4. .venv-snakemake: snakemake (tools/snakemake-requirements.txt) with this repository's snakemake plugins
 #      (snakemake_executor_plugin_dirac, snakemake_storage_plugin_km3dirac) installed without dependencies, in
@@ -74,7 +75,7 @@ make_client_venv() {
   else
     log "updating .venv (the project's requirements changed)"
   fi
-  pip_in .venv -e '.[testing,sandbox]'
+  pip_in .venv -e '.[testing,sandbox,diracx]'
   echo "$stamp" > .venv/.km3dirac-stamp
 }
 

@@ -51,6 +51,8 @@ from KM3DIRAC.sandbox.dirac_components import (
     start_waves,
 )
 from KM3DIRAC.sandbox.dirac_config import LocalDiracConfig, LocalStorage, RucioCatalogSettings
+from KM3DIRAC.sandbox.diracx_launcher import DiracXLauncher
+from KM3DIRAC.sandbox.diracx_server import DiracXPaths
 from KM3DIRAC.sandbox.loopback import loopback_command
 from KM3DIRAC.sandbox.mariadb import MariaDBPaths, create_dirac_databases, start_mariadb
 from KM3DIRAC.sandbox.portal_front import login_url, portal_health, write_token
@@ -191,6 +193,19 @@ class SandboxPaths:
     def log(self, name: str) -> Path:
         return self.layout.logs_dir / f"{name.replace('/', '-')}.log"
 
+    @property
+    def diracx(self) -> DiracXPaths:
+        return DiracXPaths(self.root)
+
+    @property
+    def diracx_client_file(self) -> Path:
+        """Written by ``up --diracx`` (removed by ``down``): DiracX's URL, for the users' environment."""
+        return self.diracx.directory / "client.json"
+
+    def diracx_credentials(self, name: str = "user") -> Path:
+        """The DiracX token of an identity's proxy, as diracx-cli reads it (``DIRACX_CREDENTIALS_PATH``)."""
+        return self.diracx.directory / f"credentials-{name}.json"
+
 
 def sandbox_variables(paths: SandboxPaths, as_identity: str = "user") -> dict[str, str]:
     """What a user's environment needs to talk to the sandbox: DIRAC (configuration, proxy, CA directory), Rucio
@@ -207,7 +222,17 @@ def sandbox_variables(paths: SandboxPaths, as_identity: str = "user") -> dict[st
         "PATH": path if path.split(os.pathsep)[0] == bin_dir else os.pathsep.join([bin_dir, path]),
         SANDBOX_VARIABLE: str(paths.root),
         IDENTITY_VARIABLE: f"{chosen.user}/{chosen.group}",
+        **_diracx_variables(paths, chosen.name),
     }
+
+
+def _diracx_variables(paths: SandboxPaths, identity_name: str) -> dict[str, str]:
+    """DiracX's client settings (diracx-cli ``dirac jobs ...``, diracx-client) when the sandbox runs DiracX."""
+    try:
+        url = json.loads(paths.diracx_client_file.read_text())["url"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {"DIRACX_URL": url, "DIRACX_CREDENTIALS_PATH": str(paths.diracx_credentials(identity_name))}
 
 
 def user_environment(paths: SandboxPaths, as_identity: str = "user") -> dict[str, str]:
@@ -243,7 +268,7 @@ class Sandbox:
         self.state = SandboxState.load(self.paths.root) or SandboxState(str(self.paths.root))
 
     # -- up ---------------------------------------------------------------------------------------------------
-    def up(self, with_catalog: bool = True, fresh: bool = False) -> str:
+    def up(self, with_catalog: bool = True, fresh: bool = False, with_diracx: bool = False) -> str:
         if fresh:
             self.reset()
         if self.state.components:
@@ -258,7 +283,7 @@ class Sandbox:
         self.state = SandboxState(str(self.paths.root))
         self.state.save()
         try:
-            self._start_everything(with_catalog)
+            self._start_everything(with_catalog, with_diracx)
         except BaseException:
             self.down()
             raise
@@ -297,8 +322,9 @@ class Sandbox:
         location_file.write_text(f"{inside}\n")
         return inside
 
-    def _start_everything(self, with_catalog: bool) -> None:
+    def _start_everything(self, with_catalog: bool, with_diracx: bool = False) -> None:
         restarted = MariaDBPaths(self.paths.root / "mariadb").data_dir.exists()
+        self.paths.diracx_client_file.unlink(missing_ok=True)
         mariadb_port = self._start_mariadb()
         certificates = make_certificates(self.paths.certificates.directory, USER_NAME)
         for someone in PEOPLE:
@@ -306,11 +332,16 @@ class Sandbox:
         rucio_url = self._start_rucio()
         self._make_accounts(rucio_url)
         ports = {service.full_name: self._reserve_port(service.full_name) for service in SERVICES}
-        self._write_dirac_cfg(ports, mariadb_port, rucio_url, with_catalog)
+        diracx = DiracXLauncher(self, mariadb_port) if with_diracx else None
+        self._write_dirac_cfg(ports, mariadb_port, rucio_url, with_catalog, diracx)
         self._make_user_proxy(certificates)
         self._start_services(ports)
+        if diracx is not None:
+            diracx.start()
         self._run_step("set-resource-status")
         self._run_step("upload-user-proxy", as_user=True)
+        if diracx is not None:
+            diracx.add_tokens()
         self._start_process("WorkloadManagement/Optimizers", "executor",
                             loopback_command([_bin("dirac-executor"),
                                               *(f"WorkloadManagement/{name}" for name in EXECUTORS), "-o", AS_HOST]))
@@ -369,7 +400,8 @@ class Sandbox:
                                                  credentials["password"]))
         self._run_step("make-accounts")
 
-    def _write_dirac_cfg(self, ports: dict[str, int], mariadb_port: int, rucio_url: str, with_catalog: bool) -> None:
+    def _write_dirac_cfg(self, ports: dict[str, int], mariadb_port: int, rucio_url: str, with_catalog: bool,
+                         diracx: DiracXLauncher | None = None) -> None:
         catalog = RucioCatalogSettings(rucio_host=rucio_url, auth_host=rucio_url, account=ROOT_ACCOUNT,
                                        username=ROOT_USERNAME, password=ROOT_PASSWORD)
         storages = [LocalStorage(rse, self.paths.storage_dir(rse))
@@ -379,13 +411,30 @@ class Sandbox:
         text = render_sandbox_cfg(base, self.paths.layout, ports, mariadb_port, self.paths.certificates.directory)
         dns = {someone.user: user_subject(someone.user) for someone in PEOPLE}
         accounts = accounts_cfg_text(USER_NAME, user_subject(USER_NAME), dns, self.paths.rucio_credentials_dir)
-        self.paths.layout.dirac_cfg.write_text(str(CFG().loadFromBuffer(text).mergeWith(CFG().loadFromBuffer(accounts))))
+        text = str(CFG().loadFromBuffer(text).mergeWith(CFG().loadFromBuffer(accounts)))
+        if diracx is not None:
+            text = diracx.dirac_cfg(text)
+        self.paths.layout.dirac_cfg.write_text(text)
 
     def _make_user_proxy(self, certificates: SandboxCertificates) -> None:
         self._run_step("make-user-proxy")
         for chosen in IDENTITIES:
             if not self.paths.proxy(chosen.name).exists():
                 raise ServiceStartError(f"proxy of {chosen.name}: {self.paths.proxy(chosen.name)} was not written")
+
+    def run_step(self, step: str, as_user: bool = False) -> None:
+        self._run_step(step, as_user)
+
+    def start_process(self, name: str, kind: str, command: list[str], port: int | None = None,
+                      env: dict[str, str] | None = None) -> ComponentRecord:
+        """Start and record a component of the sandbox (stopped by ``down``)."""
+        return self._start_process(name, kind, command, port=port, env=env)
+
+    def reserve_named_port(self, name: str) -> int:
+        return self._reserve_port(name)
+
+    def server_environment(self) -> dict[str, str]:
+        return _server_environment(self.paths)
 
     def _run_step(self, step: str, as_user: bool = False) -> None:
         """Run a set-up step of :mod:`KM3DIRAC.sandbox.setup_steps` in a DIRAC process of its own."""
@@ -537,6 +586,10 @@ class Sandbox:
             health = portal_health(front.port, self.paths.portal_token.read_text().strip())
             healthy = healthy and health.startswith("ok")
             lines.append(f"web portal:    {url}  {health}")
+        diracx = _diracx_variables(self.paths, "user")
+        if diracx:
+            started = json.loads(self.paths.diracx_client_file.read_text()).get("startup_seconds")
+            lines.append(f"DiracX:        DIRACX_URL={diracx['DIRACX_URL']}  (ready {started} s after its start)")
         lines.append(f"configuration: DIRACSYSCONFIG={self.paths.layout.dirac_cfg}")
         lines.append(f"user proxy:    X509_USER_PROXY={self.paths.certificates.user_proxy}")
         lines.append(f"CA directory:  X509_CERT_DIR={self.paths.certificates.ca_dir}")
@@ -560,6 +613,7 @@ class Sandbox:
         if left:
             raise SandboxError(f"could not stop: {', '.join(left)}")
         stopped = len(self.state.components)
+        self.paths.diracx_client_file.unlink(missing_ok=True)
         self.state = SandboxState(str(self.paths.root))
         SandboxState.path(self.paths.root).unlink(missing_ok=True)
         return f"sandbox in {self.paths.root} stopped ({stopped} processes); its state is kept for the next `up`"

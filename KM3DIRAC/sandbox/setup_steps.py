@@ -138,6 +138,31 @@ def reschedule_orphaned_jobs(root: Path) -> None:
         print(f"rescheduled jobs left running at the last down: {job_ids}")
 
 
+def add_diracx_tokens(root: Path) -> None:
+    """What ``dirac-proxy-init`` does when DiracX is configured: DIRAC's ``addTokenToPEM`` exchanges each identity's
+    proxy for a DiracX token (ProxyManager -> DiracX legacy exchange) and appends it to the proxy; the token is also
+    written as diracx-cli's credentials file (``DIRACX_CREDENTIALS_PATH``)."""
+    import json
+
+    from DIRAC.Core.Base.Script import Script
+
+    Script.parseCommandLine(ignoreErrors=True)
+    from DIRAC.Core.Security.DiracX import addTokenToPEM, diracxTokenFromPEM
+
+    from KM3DIRAC.sandbox.local_sandbox import IDENTITIES, SandboxPaths
+
+    paths = SandboxPaths(root)
+    for identity in IDENTITIES:
+        proxy = paths.proxy(identity.name)
+        _ok(addTokenToPEM(str(proxy), identity.group), f"add a DiracX token to the proxy of {identity.name}")
+        token = diracxTokenFromPEM(str(proxy))
+        if token is None:
+            raise SystemExit(f"no DiracX token in {proxy} after addTokenToPEM (is /DiracX/DisabledVOs set?)")
+        credentials = paths.diracx_credentials(identity.name)
+        credentials.touch(mode=0o600)
+        credentials.write_text(json.dumps(token))
+
+
 def _ok(result: dict, what: str) -> None:
     if not result["OK"]:
         raise SystemExit(f"could not {what}: {result['Message']}")
@@ -150,6 +175,7 @@ STEPS = {
     "upload-user-proxy": upload_user_proxy,
     "set-resource-status": set_resource_status,
     "reschedule-orphaned-jobs": reschedule_orphaned_jobs,
+    "add-diracx-tokens": add_diracx_tokens,
 }
 
 if __name__ == "__main__":

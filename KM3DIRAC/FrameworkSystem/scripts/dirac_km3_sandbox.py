@@ -2,8 +2,10 @@
 """Run a local KM3DIRAC sandbox: real DIRAC services and agents, MariaDB and a Rucio server, on loopback only.
 
 Usage:
-  dirac-km3-sandbox up [--dir DIR] [--no-catalog] [--fresh]  start everything (says so if it already runs);
-                                                             --fresh: reset first, start empty
+  dirac-km3-sandbox up [--dir DIR] [--no-catalog] [--fresh] [--diracx]
+                                                   start everything (says so if it already runs);
+                                                   --fresh: reset first, start empty; --diracx: also a DiracX
+                                                   server sharing DIRAC's job databases (README: DiracX)
   dirac-km3-sandbox status [--dir DIR]             each component with pid, port and health
   dirac-km3-sandbox down [--dir DIR]               stop what `up` started; files, rules, transformations and
                                                    jobs are kept for the next `up`
@@ -42,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-catalog", action="store_true",
                         help="leave /Operations/Defaults/Services/Catalogs/CatalogList empty")
     parser.add_argument("--fresh", action="store_true", help="up: remove the sandbox's state first (as reset)")
+    parser.add_argument("--diracx", action="store_true",
+                        help="up: also run DiracX (uvicorn, an S3 server) sharing DIRAC's job databases")
     parser.add_argument("--as", dest="identity", default="user",
                         help="env, shell: user (default), prodmanager, alice, bob or km3prodmgr")
     return parser
@@ -101,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             return _shell(root, arguments.identity, arguments.shell_command)
         sandbox = Sandbox(root)
         if arguments.command == "up":
-            print(sandbox.up(with_catalog=not arguments.no_catalog, fresh=arguments.fresh))
+            print(sandbox.up(with_catalog=not arguments.no_catalog, fresh=arguments.fresh,
+                             with_diracx=arguments.diracx))
             return 0
         if arguments.command == "down":
             print(sandbox.down())

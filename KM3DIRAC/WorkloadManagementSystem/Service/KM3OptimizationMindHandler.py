@@ -7,6 +7,11 @@ object has no attribute 'getJobAttributes'", and those jobs stay ``Received`` un
 subclass opens them once in its ``initializeHandler`` (DIRAC calls the ancestors' first, then this one, all before
 the service serves anything).
 
+Jobs DiracX accepts are written into JobDB directly: no JobManager announces them, and DIRAC looks for such jobs every
+``LoadJobPeriod`` seconds, never more often than once a minute (its ThreadScheduler's minimum). With the option
+``ReceivedJobsLoadPeriod`` (seconds, 0: off) this handler looks for them that often, through the executors' own
+reconnection path (``exec_executorConnected``).
+
 Use: ``/Systems/WorkloadManagement/Services/OptimizationMind/HandlerPath =
 KM3DIRAC/WorkloadManagementSystem/Service/KM3OptimizationMindHandler.py`` (the local sandbox sets it).
 """
@@ -14,6 +19,7 @@ KM3DIRAC/WorkloadManagementSystem/Service/KM3OptimizationMindHandler.py`` (the l
 from __future__ import annotations
 
 from DIRAC import S_OK
+from DIRAC.Core.Utilities.ThreadScheduler import gThreadScheduler
 from DIRAC.WorkloadManagementSystem.Client.JobState.JobState import JobState
 from DIRAC.WorkloadManagementSystem.Service.OptimizationMindHandler import OptimizationMindHandler
 
@@ -22,4 +28,18 @@ class KM3OptimizationMindHandler(OptimizationMindHandler):
     @classmethod
     def initializeHandler(cls, serviceInfoDict):
         JobState.checkDBAccess()
+        period = int(cls.srv_getCSOption("ReceivedJobsLoadPeriod", 0))
+        if period > 0:
+            gThreadScheduler.setMinValidPeriod(period)
+            result = gThreadScheduler.addPeriodicTask(period, cls.loadUnannouncedJobs)
+            if not result["OK"]:
+                return result
         return S_OK()
+
+    @classmethod
+    def loadUnannouncedJobs(cls):
+        """Jobs in Received or Checking that the OptimizationMind does not know yet, for every connected executor."""
+        connected = [name for name, count in cls.getExecutorsConnected().items() if count > 0]
+        if not connected:
+            return S_OK()
+        return cls.exec_executorConnected(None, connected)

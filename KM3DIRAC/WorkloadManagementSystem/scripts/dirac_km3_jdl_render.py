@@ -3,7 +3,8 @@
 
 Templates come from jdl_templates/ (or --templates DIR); parameters from defaults.yaml there and -p Name=value.
 The result is printed, or written with --output. The input sandbox must stay under 10 MiB: bigger files go to Rucio and
-are named in KM3InputData.
+are named in KM3InputData. --submit-diracx submits the rendered JDL through DiracX (diracx-client, with the DiracX
+token of the proxy from dirac-proxy-init) and prints "JobID = N" for each job, as dirac-wms-job-submit does.
 
 Example:
   $ dirac-km3-jdl-render reconstruction.jdl -p Detector=133 -p Run=12345 -p Campaign=2026a \\
@@ -73,12 +74,19 @@ def main():
         output.append(Path(value))
         return {"OK": True, "Value": None}
 
+    submit = []
+
+    def set_submit(_value):
+        submit.append(True)
+        return {"OK": True, "Value": None}
+
     def set_templates(value):
         templates[0] = Path(value)
         return {"OK": True, "Value": None}
 
     Script.registerSwitch("p:", "parameter=", "template parameter Name=value (repeatable)", add_parameter)
     Script.registerSwitch("", "output=", "write the JDL to this file", set_output)
+    Script.registerSwitch("", "submit-diracx", "submit the rendered JDL through DiracX", set_submit)
     Script.registerSwitch("", "templates=", f"template directory (default {DEFAULT_TEMPLATES})", set_templates)
     Script.registerArgument("Template: template file name or path")
     Script.parseCommandLine(ignoreErrors=False)
@@ -99,8 +107,25 @@ def main():
     if output:
         output[0].write_text(jdl)
         gLogger.notice(f"{output[0]}: valid JDL from {template_path.name}")
-    else:
+    elif not submit:
         print(jdl)
+    if submit:
+        from DIRAC.Core.Utilities.ClassAd.ClassAdLight import ClassAd
+
+        from KM3DIRAC.WorkloadManagementSystem.Client.DiracXJobs import INPUT_SANDBOX_HINT, submit_jdl
+
+        sandbox_files = ClassAd(jdl).getListFromExpression("InputSandbox")
+        if sandbox_files:
+            gLogger.error(f"{template_path.name}: InputSandbox {sandbox_files} cannot go through DiracX: "
+                          f"{INPUT_SANDBOX_HINT}")
+            sys.exit(1)
+        try:
+            job_ids = submit_jdl(jdl)
+        except KM3DiracError as error:
+            gLogger.error(str(error))
+            sys.exit(1)
+        for job_id in job_ids:
+            print(f"JobID = {job_id}")
     sys.exit(0)
 
 
