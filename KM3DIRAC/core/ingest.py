@@ -526,6 +526,10 @@ class Ingestion:
             if settings.close_by == CLOSE_BY_QUIET and now - scan.newest.get(run, now) < settings.quiet_seconds:
                 continue
             holder = holders[datasets[run]]
+            # the run's metadata on its dataset too (directory metadata, inherited by its files in DFC searches):
+            # the replication policy selects complete run datasets by it (policies/replication.yaml)
+            self.client.set_metadata_bulk(holder.scope, holder.name, {
+                DETECTOR_KEY: run.detector, RUN_KEY: run.run, DATATYPE_KEY: settings.datatype})
             self.client.set_status(holder.scope, holder.name, open=False)
             outcome = result.run(run, settings.dataset_lfn(run))
             outcome.closed = True

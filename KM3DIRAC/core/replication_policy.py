@@ -1,7 +1,7 @@
 """Replication of run datasets to the computing centres and deletion at the shore station, from one policy file.
 
 The policy (YAML, ``policies/replication.yaml``) says, per kind of data (run datasets matched by their Rucio
-metadata, e.g. ``datatype: RAW``), how many copies live at which RSEs (Rucio RSE expressions, disk and tape) and
+metadata, e.g. ``datatype: raw``), how many copies live at which RSEs (Rucio RSE expressions, disk and tape) and
 whether the copy at the source RSE (the shore station) is removed once the copies exist.
 
 - :func:`load_policy` / :func:`parse_policy` validate the file: every error names the entry (``policies[0]
@@ -137,7 +137,7 @@ def _parse_entry(item: Any, where: str) -> PolicyEntry:
     match = item.get("match")
     if not isinstance(match, dict) or not match:
         raise ReplicationPolicyError(f"{where}.match: required, DID metadata of the run datasets "
-                                     "(e.g. {datatype: RAW})")
+                                     "(e.g. {datatype: raw})")
     for key, value in match.items():
         if not isinstance(key, str) or not isinstance(value, str | int) or isinstance(value, bool):
             raise ReplicationPolicyError(f"{where}.match.{key}: a string or integer value, got {value!r}")

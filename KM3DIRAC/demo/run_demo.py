@@ -4,7 +4,8 @@
 2. night 1: a DAQ stand-in writes raw runs of detector 49 (copies of a real KM3NeT sample file, km3net-testdata)
    into the shore station's DAQ directory (the storage of the RSE ``KM3-SHORE``), each file as ``<name>.part``
    renamed when complete, then the run's end-of-run marker; ``dirac-km3-ingest`` registers them where they lie (one
-   Rucio dataset per run with run metadata and events, closed once the run is complete); the replication step;
+   Rucio dataset per run with run metadata and events, closed once the run is complete); ``dirac-km3-replicate`` with
+   policies/replication.yaml: two disk copies and one tape copy of each run, then the shore copies released;
 3. create the two-step train of trains/demo.yaml: ``process`` (chunks of each run; km3io reads every event) and
    ``merge`` (one task per run), fed by ``process``'s registered outputs through its input meta query;
 4. follow it until night 1's runs are merged while KM3DIRAC's TrainAgent moves it (nobody runs
@@ -33,6 +34,8 @@ import KM3DIRAC
 SOURCE_ROOT = Path(KM3DIRAC.__file__).resolve().parent.parent
 TRAIN_FILE = SOURCE_ROOT / "trains" / "demo.yaml"
 TEMPLATES = SOURCE_ROOT / "jdl_templates"
+#: KM3NeT's replication policy; the demo applies it to its own scope (README "Replication and deletion ...")
+POLICY_FILE = SOURCE_ROOT / "policies" / "replication.yaml"
 SCOPE = "km3demo"
 DETECTOR = 49
 FIRST_RUN = 11291
@@ -132,7 +135,8 @@ def inside(args: argparse.Namespace) -> int:
               [FIRST_RUN + args.runs + index for index in range(args.new_runs)]]
     ingested: list[list[str]] = []
     start = time.monotonic()
-    ingested.append(night(catalog, 1, nights[0], args.files_per_run, daq))
+    policy = demo_policy(args.dir.resolve())
+    ingested.append(night(catalog, 1, nights[0], args.files_per_run, daq, policy))
     register_demo_calibrations(catalog, args.dir.resolve() / "demo-calibration", say)
     timings.stage("night 1 ingestion", start)
 
@@ -150,7 +154,7 @@ def inside(args: argparse.Namespace) -> int:
     runs = nights[0]
     if finished and nights[1]:
         start = time.monotonic()
-        ingested.append(night(catalog, 2, nights[1], args.files_per_run, daq))
+        ingested.append(night(catalog, 2, nights[1], args.files_per_run, daq, policy))
         timings.stage("night 2 ingestion", start)
         start = time.monotonic()
         runs = nights[0] + nights[1]
@@ -160,9 +164,9 @@ def inside(args: argparse.Namespace) -> int:
     return 0 if finished else 1
 
 
-def night(catalog, number: int, runs: list[int], files_per_run: int, daq: Path) -> list[str]:
+def night(catalog, number: int, runs: list[int], files_per_run: int, daq: Path, policy: Path) -> list[str]:
     """One night at the shore station: the DAQ writes its runs, the ingestion registers them, the replication step
-    copies them to the computing centres. Returns the ingestion's summary lines."""
+    copies them to the computing centres and releases the shore copies. Returns the summary lines of both."""
     from rucio.common.exception import Duplicate
 
     try:
@@ -172,8 +176,7 @@ def night(catalog, number: int, runs: list[int], files_per_run: int, daq: Path) 
     say(f"night {number}: the DAQ writes runs {', '.join(map(str, runs))} into {daq}")
     write_runs(catalog, runs, files_per_run, daq)
     lines = ingest(daq)
-    replicate(catalog, runs)
-    return lines
+    return lines + replicate(policy)
 
 
 def write_runs(catalog, runs: list[int], files_per_run: int, daq: Path) -> None:
@@ -214,10 +217,35 @@ def ingest(daq: Path) -> list[str]:
     return [line for line in lines if line.startswith(("night ", "this pass", "runs closed"))]
 
 
-def replicate(catalog, runs: list[int]) -> None:
-    """The replication step of the nightly cycle (copies to the computing centres, deletion at the shore station):
-    wired here by the replication work; the train reads the shore copies until then."""
-    say(f"replication step: not wired into this demo yet (runs {', '.join(map(str, runs))} stay at KM3-SHORE)")
+def demo_policy(directory: Path) -> Path:
+    """KM3NeT's policy file (two disk copies, one tape copy, then the shore copy goes) for the demo's scope."""
+    import yaml
+
+    policy = yaml.safe_load(POLICY_FILE.read_text())
+    for entry in policy["policies"]:
+        entry["scopes"] = [SCOPE]
+    path = directory / "replication-demo.yaml"
+    path.write_text(f"# {POLICY_FILE} with the demo's scope\n" + yaml.safe_dump(policy, sort_keys=False))
+    return path
+
+
+def replicate(policy: Path) -> list[str]:
+    """The replication step as cron would run it: ``dirac-km3-replicate apply`` (Rucio rules; in the sandbox DIRAC's
+    RequestExecutingAgent makes the copies the rules wait for), then ``clean-source`` (the shore copies of verified
+    runs released: Rucio's reaper deletes them). Its output is shown; its summary lines are returned."""
+    lines = []
+    for action in (["apply", "--wait", "600"], ["clean-source"]):
+        command = [str(Path(sys.executable).parent / "dirac-km3-replicate"), *action, str(policy)]
+        say("$ dirac-km3-replicate " + " ".join(command[1:]))
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        output = [line for line in result.stdout.splitlines() if line.strip() and "remote configuration" not in line]
+        for line in output:
+            print(f"    {line}", flush=True)
+        if result.returncode != 0:
+            raise SystemExit(f"dirac-km3-replicate {action[0]} failed ({result.returncode}): "
+                             f"{(result.stderr or result.stdout).strip()[-2000:]}")
+        lines += [f"replication {action[0]}: {output[-1]}"] if output else []
+    return lines
 
 
 def follow(manager, catalog, runs: list[int], timeout: float) -> bool:
