@@ -56,8 +56,9 @@ def test_each_person_acts_with_own_proxy_and_own_rucio_account(local_sandbox: Ru
 
 
 def test_a_user_cannot_remove_or_overwrite_another_users_files(local_sandbox: RunningSandbox, tmp_path: Path):
-    lfn = f"{user_home('km3net', 'alice')}/accounts-{uuid.uuid4().hex[:8]}/notes.dat"
-    mine = _file(tmp_path, "notes.dat", b"alice's notes\n" * 100)
+    tag = uuid.uuid4().hex[:8]
+    lfn = f"{user_home('km3net', 'alice')}/accounts-{tag}/notes.dat"
+    mine = _file(tmp_path, "notes.dat", f"alice's notes {tag}\n".encode() * 100)
     added = local_sandbox.run("dirac-dms-add-file", lfn, str(mine), SE, as_identity="alice")
     assert added.returncode == 0 and "Successfully uploaded" in added.stdout, _output(added)
     stored = local_sandbox.paths.storage_dir(SE) / lfn.lstrip("/")
@@ -67,7 +68,7 @@ def test_a_user_cannot_remove_or_overwrite_another_users_files(local_sandbox: Ru
     refusal = _output(removed)
     assert "permission denied" in refusal.lower() and "bob" in refusal and "user.alice" in refusal, refusal
     (tmp_path / "bob").mkdir()
-    other = _file(tmp_path / "bob", "notes.dat", b"bob was here\n")
+    other = _file(tmp_path / "bob", "notes.dat", f"bob was here {tag}\n".encode())
     overwritten = local_sandbox.run("dirac-dms-add-file", lfn, str(other), SE, as_identity="bob")
     refusal = _output(overwritten)
     assert overwritten.returncode != 0 or "Successfully uploaded" not in refusal, refusal
@@ -83,8 +84,10 @@ def test_a_user_cannot_remove_or_overwrite_another_users_files(local_sandbox: Ru
 
 def test_the_production_manager_writes_production_data_and_users_cannot(local_sandbox: RunningSandbox,
                                                                         tmp_path: Path):
-    lfn = f"/km3net/production/accounts-{uuid.uuid4().hex[:8]}/mc_1.dat"
-    data = _file(tmp_path, "mc_1.dat", b"simulated\n" * 100)
+    tag = uuid.uuid4().hex[:8]
+    lfn = f"/km3net/production/accounts-{tag}/mc_1.dat"
+    # bytes of their own: dirac-dms-add-file's GUID is the md5 of the content, and a GUID is registered once
+    data = _file(tmp_path, "mc_1.dat", f"simulated {tag}\n".encode() * 100)
     by_user = local_sandbox.run("dirac-dms-add-file", lfn, str(data), SE, as_identity="alice")
     refusal = _output(by_user)
     assert "Successfully uploaded" not in refusal and "permission denied" in refusal.lower(), refusal
