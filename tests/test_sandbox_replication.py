@@ -52,6 +52,10 @@ def _adler32(path: Path) -> str:
     return f"{zlib.adler32(path.read_bytes()):08x}"
 
 
+def _phase(started: float, what: str) -> None:
+    print(f"{time.monotonic() - started:6.1f} s  {what}")  # shown with pytest -s / -rA: where the time goes
+
+
 def _wait(what: str, condition, timeout: float, interval: float = 3.0):
     deadline = time.monotonic() + timeout
     while True:
@@ -90,6 +94,7 @@ def _storage_file(sandbox: RunningSandbox, rse: str, lfn: str) -> Path:
 def test_policy_rules_copies_by_the_rms_then_verified_release_of_the_shore_copy(local_sandbox: RunningSandbox,
                                                                                  runs: dict) -> None:
     scope, names, policy = runs["scope"], runs["names"], str(runs["policy"])
+    started = time.monotonic()
     checked = _replicate(local_sandbox, "validate", policy)
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
@@ -106,9 +111,15 @@ def test_policy_rules_copies_by_the_rms_then_verified_release_of_the_shore_copy(
     def all_ok():
         view = _view(local_sandbox, scope, names)
         rules = [rule for dataset in view.values() for rule in dataset["rules"] if rule["rse_expression"] != SHORE]
-        return view if all(rule["state"] == "OK" for rule in rules) and len(rules) == 2 * len(names) else None
+        copies = [states for dataset in view.values() for states in dataset["replicas"].values()]
+        # rules and replicas are read one after the other: wait until both tell the copies are there
+        done = all(rule["state"] == "OK" for rule in rules) and len(rules) == 2 * len(names) and all(
+            states.get(DISK) == states.get(TAPE) == "AVAILABLE" for states in copies)
+        return view if done else None
 
+    _phase(started, "validate, early clean-source, apply")
     view = _wait("the policy's rules to become OK (copies by the RequestExecutingAgent)", all_ok, COPY_TIMEOUT)
+    _phase(started, "every rule OK (copies made by the RMS)")
     for dataset in names:
         for did, states in view[dataset]["replicas"].items():
             assert states == {SHORE: "AVAILABLE", DISK: "AVAILABLE", TAPE: "AVAILABLE"}, (did, states)
@@ -149,7 +160,9 @@ def test_policy_rules_copies_by_the_rms_then_verified_release_of_the_shore_copy(
                                                                   for r in rules_after_kill[d]["rules"])]
     assert 1 <= len(released_at_kill) < GOOD_RUNS, released_at_kill
 
+    _phase(started, f"clean-source killed after releasing {len(released_at_kill)} of {GOOD_RUNS} runs")
     rerun = _replicate(local_sandbox, "clean-source", policy)
+    _phase(started, "clean-source rerun")
     assert rerun.returncode == 2, rerun.stdout + rerun.stderr  # two runs kept
     assert f"source copies released: {GOOD_RUNS - len(released_at_kill)} datasets" in rerun.stdout, rerun.stdout
     assert f"KEPT {scope}:{runs['base']}/badsum" in rerun.stdout
@@ -166,6 +179,7 @@ def test_policy_rules_copies_by_the_rms_then_verified_release_of_the_shore_copy(
             else None
 
     final = _wait("Rucio's reaper to delete the released shore copies", shore_copies_gone, REAP_TIMEOUT)
+    _phase(started, "released shore copies deleted by Rucio's reaper")
     for dataset in good:
         assert [rule["rse_expression"] for rule in final[dataset]["rules"]] == [DISK, TAPE]
         assert all(rule["state"] == "OK" for rule in final[dataset]["rules"])
