@@ -37,10 +37,8 @@ class SubmittedJob:
 
 
 def _render(sandbox: RunningSandbox, work: Path, run: str, products: str, name: str, *extra: str):
-    # the payload is read where it lies (the JobAgent runs on this machine): no input sandbox through DiracX
     return sandbox.run("dirac-km3-jdl-render", "user-analysis.jdl", "-p", f"Name={name}",
-                       "-p", f"Command=python {work / PAYLOAD.name}", "-p", f"InputData={run}",
-                       "-p", "OutputPatterns=summary_*.json", "-p", f"OutputPath={products}",
+                       "-p", f"InputData={run}", "-p", "OutputPatterns=summary_*.json", "-p", f"OutputPath={products}",
                        "-p", "OutputSE=KM3-DISK-2", "-p", "CPUTime=600", *extra, cwd=work)
 
 
@@ -58,16 +56,20 @@ def diracx_jobs(diracx_sandbox: RunningSandbox, tmp_path_factory) -> dict[str, S
                                 "KM3-DISK-1", json.dumps({"run_number": 11291, "DetectorID": 49}))
     jobs = {}
 
+    # diracx-cli uploads no input sandbox: the payload is read where it lies (the JobAgent runs on this machine)
     products = f"/km3net/{scope}/products-cli/run11291"
-    rendered = _render(diracx_sandbox, work, run, products, "cli", "--output=job.jdl")
+    rendered = _render(diracx_sandbox, work, run, products, "cli", "-p", f"Command=python {work / PAYLOAD.name}",
+                       "--output=job.jdl")
     assert rendered.returncode == 0, rendered.stdout + rendered.stderr
     submitted = diracx_sandbox.run("dirac", "jobs", "submit", "job.jdl", cwd=work)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     jobs["dirac jobs submit"] = SubmittedJob(int(re.search(r"ids: (\d+)", submitted.stdout).group(1)), products,
                                              scope)
 
+    # KM3DIRAC's path uploads the input sandbox to DiracX's store; DIRAC's SandboxStore hands it to the JobWrapper
     products = f"/km3net/{scope}/products-km3/run11291"
-    submitted = _render(diracx_sandbox, work, run, products, "km3", "--submit-diracx")
+    submitted = _render(diracx_sandbox, work, run, products, "km3", "-p", f"Command=python {PAYLOAD.name}",
+                        "-p", f"InputSandbox={PAYLOAD.name}", "--submit-diracx")
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     jobs["dirac-km3-jdl-render --submit-diracx"] = SubmittedJob(
         int(re.search(r"JobID = (\d+)", submitted.stdout).group(1)), products, scope)
@@ -148,22 +150,23 @@ def test_status_updates_and_parameters_of_the_wrappers_go_through_diracx(diracx_
     diracx_log = diracx_sandbox.paths.log("DiracX/uvicorn").read_text()
     for request in ("PATCH /api/jobs/status", "PATCH /api/jobs/metadata", "PATCH /api/jobs/heartbeat"):
         assert request in diracx_log, request
+    # the KM3DIRAC path's input sandbox: uploaded to DiracX, fetched back by DIRAC's SandboxStore for the JobWrapper
+    assert "POST /api/jobs/sandbox " in diracx_log and "GET /api/jobs/sandbox?pfn=%2FS3%2F" in diracx_log
     legacy_log = diracx_sandbox.paths.log("WorkloadManagement/JobStateUpdate").read_text()
     assert not re.search(r"Executing action .* RPC/(setJobStatusBulk|setJobParameters|setJobApplicationStatus)",
                          legacy_log), "a wrapper called DIRAC's JobStateUpdate service directly"
 
 
-def test_an_input_sandbox_is_refused_before_submission_with_the_way_out(diracx_sandbox: RunningSandbox,
-                                                                        tmp_path: Path):
-    shutil.copy(PAYLOAD, tmp_path / PAYLOAD.name)
+def test_a_missing_input_sandbox_file_is_refused_before_anything_is_submitted(diracx_sandbox: RunningSandbox,
+                                                                               tmp_path: Path):
     refused = diracx_sandbox.run("dirac-km3-jdl-render", "user-analysis.jdl", "-p", "Name=sandboxed",
-                                 "-p", "Command=python count_events.py", "-p", "InputSandbox=count_events.py",
+                                 "-p", "Command=python absent.py", "-p", "InputSandbox=absent.py",
                                  "-p", "InputData=/km3net/none/x", "-p", "OutputPatterns=*.json",
                                  "-p", "OutputPath=/km3net/none/y", "-p", "OutputSE=KM3-DISK-2", "--submit-diracx",
                                  cwd=tmp_path)
     assert refused.returncode == 1
-    assert "InputSandbox ['count_events.py'] cannot go through DiracX" in refused.stdout + refused.stderr
-    assert "KM3InputData" in refused.stdout + refused.stderr
+    assert "absent.py" in refused.stdout + refused.stderr
+    assert "JobID" not in refused.stdout
 
 
 def test_status_lists_diracx_and_its_s3_store_healthy(diracx_sandbox: RunningSandbox):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from KM3DIRAC import VO
+from KM3DIRAC.sandbox.dirac_components import SANDBOX_SE as DIRAC_SANDBOX_SE
 from KM3DIRAC.sandbox.mariadb import DIRAC_DB_PASSWORD, DIRAC_DB_USER
 from KM3DIRAC.sandbox.processes import LOOPBACK, ServiceStartError, log_tail
 
@@ -33,8 +34,9 @@ DIRACX_VERSION = "0.7.0"
 SHARED_DATABASES = ("JobDB", "JobLoggingDB", "TaskQueueDB", "SandboxMetadataDB")
 #: DiracX's own SQL databases, as SQLite files (none of them is shared with DIRAC)
 OWN_DATABASES = ("AuthDB", "PilotAgentsDB", "TaskDB", "TransformationDB", "ResourceStatusDB")
-#: the DIRAC StorageElement name DiracX records its sandboxes under (not DIRAC's SandboxStore SE)
-SANDBOX_SE = "DiracXSandboxSE"
+#: the StorageElement name DiracX records its sandboxes under: DIRAC's SandboxStore SE, since DIRAC 9.1's SandboxStore
+#: serves a ``/S3/...`` PFN by fetching it from DiracX (so DIRAC's JobWrapper gets DiracX's input sandboxes)
+SANDBOX_SE = DIRAC_SANDBOX_SE
 SANDBOX_BUCKET = "km3dirac-sandboxes"
 S3_ACCESS_KEY = "km3dirac-sandbox"  # moto accepts any credentials
 #: the identity provider is never contacted (tokens come from the legacy exchange only); DiracX's CS needs one

@@ -6,16 +6,66 @@ the user's proxy. Errors are raised as :class:`DiracXJobError` naming what faile
 
 from __future__ import annotations
 
-from KM3DIRAC.core.errors import KM3DiracError
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from tempfile import gettempdir
 
-#: what DIRAC 9.1's JobWrapper can fetch of a DiracX job's input sandbox: nothing (DiracX keeps sandboxes in S3,
-#: which the sandbox's DIRAC StorageElements do not read)
-INPUT_SANDBOX_HINT = ("put the files into Rucio and name them in KM3InputData, or submit with dirac-wms-job-submit: "
-                      "DiracX stores input sandboxes in its S3 store, which DIRAC 9.1's JobWrapper does not read here")
+from KM3DIRAC.core.errors import KM3DiracError
 
 
 class DiracXJobError(KM3DiracError):
     """DiracX refused or could not be reached; the message says which and why."""
+
+
+@contextmanager
+def _preferences() -> Iterator:
+    """DiracX client preferences from DIRAC's CS (``/DiracX/URL``) and the proxy's token, as DIRAC's own
+    ``DiracXClient`` builds them (for diracx-client's async API, which DIRAC does not wrap)."""
+    from DIRAC import gConfig
+    from DIRAC.Core.Security.DiracX import diracxTokenFromPEM
+    from DIRAC.Core.Security.Locations import getDefaultProxyLocation
+    from diracx.core.preferences import DiracxPreferences
+
+    url = gConfig.getValue("/DiracX/URL")
+    if not url:
+        raise DiracXJobError("DiracX is not usable: /DiracX/URL is not set in the CS")
+    proxy = getDefaultProxyLocation()
+    token = diracxTokenFromPEM(proxy) if proxy else None
+    if not token:
+        raise DiracXJobError(f"no DiracX token in the proxy {proxy}: run dirac-proxy-init with /DiracX/URL set")
+    digest = hashlib.sha256(token["refresh_token"].split(".")[1].encode()).hexdigest()
+    credentials = Path(gettempdir()) / f"km3-dx_{digest}"
+    if not credentials.exists():
+        credentials.touch(mode=0o600)
+        credentials.write_text(json.dumps(token))
+    yield DiracxPreferences(url=url, credentials_path=credentials)
+
+
+def upload_input_sandbox(paths: list[Path]) -> str:
+    """The files ``paths`` as one sandbox in DiracX's store (diracx-api ``create_sandbox``); its PFN
+    (``SB:SandboxSE|/S3/...``), which DIRAC 9.1's SandboxStore serves to the JobWrapper by fetching it from DiracX."""
+    import asyncio
+
+    from diracx.api.jobs import create_sandbox
+    from diracx.client.aio import AsyncDiracClient
+
+    missing = [str(path) for path in paths if not path.exists()]
+    if missing:
+        raise DiracXJobError(f"input sandbox files not found: {', '.join(missing)}")
+
+    async def upload(preferences) -> str:
+        async with AsyncDiracClient(diracx_preferences=preferences) as client:
+            return await create_sandbox(paths, client=client)
+
+    with _preferences() as preferences:
+        try:
+            return asyncio.run(upload(preferences))
+        except Exception as error:  # HTTP errors of diracx-client or of the S3 upload
+            raise DiracXJobError(f"DiracX did not take the input sandbox {[str(p) for p in paths]}: {error}") \
+                from error
 
 
 def submit_jdl(jdl: str) -> list[int]:

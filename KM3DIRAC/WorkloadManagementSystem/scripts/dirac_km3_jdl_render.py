@@ -4,7 +4,8 @@
 Templates come from jdl_templates/ (or --templates DIR); parameters from defaults.yaml there and -p Name=value.
 The result is printed, or written with --output. The input sandbox must stay under 10 MiB: bigger files go to Rucio and
 are named in KM3InputData. --submit-diracx submits the rendered JDL through DiracX (diracx-client, with the DiracX
-token of the proxy from dirac-proxy-init) and prints "JobID = N" for each job, as dirac-wms-job-submit does.
+token of the proxy from dirac-proxy-init), its local InputSandbox files uploaded to DiracX's sandbox store first, and
+prints "JobID = N" for each job, as dirac-wms-job-submit does.
 
 Example:
   $ dirac-km3-jdl-render reconstruction.jdl -p Detector=133 -p Run=12345 -p Campaign=2026a \\
@@ -55,6 +56,23 @@ def render_template(template_path: Path, overrides: dict, base_dir: Path) -> str
     check_input_sandbox(ClassAd(jdl).getListFromExpression("InputSandbox"), base_dir,
                         template_name=template_path.name)
     return jdl
+
+
+def with_uploaded_sandbox(jdl: str, base_dir: Path) -> str:
+    """The JDL with its local InputSandbox files uploaded to DiracX's sandbox store as one sandbox, named by its PFN
+    (LFN: and SB: entries are kept as they are)."""
+    from DIRAC.Core.Utilities.ClassAd.ClassAdLight import ClassAd
+
+    from KM3DIRAC.WorkloadManagementSystem.Client.DiracXJobs import upload_input_sandbox
+
+    class_ad = ClassAd(jdl)
+    entries = class_ad.getListFromExpression("InputSandbox")
+    local = [entry for entry in entries if not entry.startswith(("LFN:", "SB:"))]
+    if not local:
+        return jdl
+    pfn = upload_input_sandbox([base_dir / entry for entry in local])
+    class_ad.insertAttributeVectorString("InputSandbox", [pfn, *(e for e in entries if e not in local)])
+    return class_ad.asJDL()
 
 
 @Script()
@@ -110,17 +128,10 @@ def main():
     elif not submit:
         print(jdl)
     if submit:
-        from DIRAC.Core.Utilities.ClassAd.ClassAdLight import ClassAd
+        from KM3DIRAC.WorkloadManagementSystem.Client.DiracXJobs import submit_jdl
 
-        from KM3DIRAC.WorkloadManagementSystem.Client.DiracXJobs import INPUT_SANDBOX_HINT, submit_jdl
-
-        sandbox_files = ClassAd(jdl).getListFromExpression("InputSandbox")
-        if sandbox_files:
-            gLogger.error(f"{template_path.name}: InputSandbox {sandbox_files} cannot go through DiracX: "
-                          f"{INPUT_SANDBOX_HINT}")
-            sys.exit(1)
         try:
-            job_ids = submit_jdl(jdl)
+            job_ids = submit_jdl(with_uploaded_sandbox(jdl, Path.cwd()))
         except KM3DiracError as error:
             gLogger.error(str(error))
             sys.exit(1)
