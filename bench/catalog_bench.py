@@ -139,6 +139,23 @@ def measure(counter: RequestCounter, workload: str, approach: str, lfns: int, ac
     return result
 
 
+def measure_interleaved(counter: RequestCounter, workload: str,
+                        approaches: list[tuple[str, int, Callable[[], object], Callable[[object], None]]],
+                        repeats: int) -> list[Measurement]:
+    """:func:`measure` of several approaches taking turns (A, B, A, B, ...), so that on a shared machine each sees
+    the same load; median per approach."""
+    runs: dict[str, list[Measurement]] = {name: [] for name, *_ in approaches}
+    for _ in range(repeats):
+        for name, lfns, action, check in approaches:
+            runs[name].append(measure(counter, workload, name, lfns, action, check))
+    medians = []
+    for name, lfns, *_ in approaches:
+        done = runs[name]
+        medians.append(Measurement(workload, name, lfns, statistics.median(m.seconds for m in done), done[-1].requests,
+                                   max(m.peak_mb for m in done)))
+    return medians
+
+
 def all_successful(expected: int) -> Callable[[dict], None]:
     def check(result: dict) -> None:
         assert result["OK"], result
@@ -345,22 +362,23 @@ def _scale_benchmark(server: RucioServer, client, ours, counter: RequestCounter,
 
     repeats = args.repeats if size <= 100_000 else 1
     workload = f"noURL@{size // 1000}k"
-    measurements = [
-        measure(counter, workload, "raw dsets", size, raw_dataset_calls, all_successful(size), repeats),
-        measure(counter, workload, "KM3DIRAC", size, lambda: ours.getReplicas(lfns, getUrl=False),
-                placement_check(size), repeats),
+    measurements = measure_interleaved(counter, workload, [
+        ("raw dsets", size, raw_dataset_calls, all_successful(size)),
+        ("KM3DIRAC", size, lambda: ours.getReplicas(lfns, getUrl=False), placement_check(size)),
+    ], repeats)
+    measurements += [
         measure(counter, workload, "raw bulk", len(sample),
                 lambda: raw_bulk_read(lambda dids: client.list_replicas(dids, resolve_archives=False), sample),
                 all_successful(len(sample))),
     ]
-    if size <= args.exists_max:  # ~0.3 ms a file whichever way: measured once
+    if size <= args.exists_max:
         workload = f"exists@{size // 1000}k"
-        measurements += [
-            measure(counter, workload, "raw bulk", size,
-                    lambda: raw_bulk_read(lambda dids: client.get_metadata_bulk(dids, plugin="DID_COLUMN"), lfns),
-                    all_successful(size)),
-            measure(counter, workload, "KM3DIRAC", size, lambda: ours.exists(lfns), all_successful(size)),
-        ]
+        measurements += measure_interleaved(counter, workload, [
+            ("raw bulk", size,
+             lambda: raw_bulk_read(lambda dids: client.get_metadata_bulk(dids, plugin="DID_COLUMN"), lfns),
+             all_successful(size)),
+            ("KM3DIRAC", size, lambda: ours.exists(lfns), all_successful(size)),
+        ], repeats)
     return measurements
 
 
