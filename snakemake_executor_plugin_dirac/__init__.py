@@ -108,6 +108,9 @@ class Executor(RemoteExecutor):
         self.work.mkdir(parents=True, exist_ok=True)
         self.status_calls = 0  # one dirac-wms-job-status call per status check, whatever the number of jobs
         self.call_stats: dict[str, dict[str, float]] = {}  # per DIRAC command: calls, seconds, job ids passed
+        # DIRAC jobs submitted and not yet seen final: what a cancel kills. (snakemake's own active_jobs list is
+        # empty while a status check runs, and a status call takes seconds: a Ctrl-C then would kill nothing.)
+        self.unfinished: set[str] = set()
         self._check_at_start()
 
     # ---- checks before anything is submitted
@@ -235,6 +238,7 @@ class Executor(RemoteExecutor):
         for path, job in prepared.items():
             if path in accepted:
                 self.logger.info(f"rule {job.name} ({job.jobid}): DIRAC job {accepted[path]}")
+                self.unfinished.add(str(accepted[path]))
                 self.report_job_submission(SubmittedJobInfo(job, external_jobid=str(accepted[path]),
                                                             aux={"jdl": path}))
             else:
@@ -255,8 +259,10 @@ class Executor(RemoteExecutor):
             if status not in FINAL_STATES:
                 yield info  # not final, or not answered this time: asked again at the next check
             elif FINAL_STATES[status]:
+                self.unfinished.discard(info.external_jobid)
                 self.report_job_success(info)
             else:
+                self.unfinished.discard(info.external_jobid)
                 self.report_job_error(info, msg=self._failure_message(info, state))
 
     def _failure_message(self, info: SubmittedJobInfo, state: dict[str, str]) -> str:
@@ -275,7 +281,7 @@ class Executor(RemoteExecutor):
                 f"\n(dirac-wms-job-logging-info {job_id} for its history)\n")
 
     def cancel_jobs(self, active_jobs: list[SubmittedJobInfo]) -> None:
-        ids = [info.external_jobid for info in active_jobs if info.external_jobid]
+        ids = sorted({info.external_jobid for info in active_jobs if info.external_jobid} | self.unfinished, key=int)
         if ids:
             answer = self._dirac("dirac-wms-job-kill", *ids, timeout=300)
             self.logger.info(f"killed DIRAC jobs {' '.join(ids)}: {log_tail(answer.stdout + answer.stderr, 5)}")
