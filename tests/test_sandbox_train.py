@@ -231,6 +231,7 @@ SAMPLE = "offline/km3net_offline.root"
 
 
 @pytest.mark.sandbox
+@pytest.mark.timeout(AGENT_TIMEOUT * 4)  # a few jobs one after the other: ~14 min on a loaded 2-core machine
 def test_train_agent_moves_a_train_retries_failures_and_obeys_the_production_manager(local_sandbox: RunningSandbox,
                                                                                        tmp_path: Path):
     """Nobody runs ``advance``: the TrainAgent closes each run's outputs once the run is processed and the merge
