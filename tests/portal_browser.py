@@ -305,8 +305,8 @@ return trees.length ? trees[0].getId() : null;
         while time.monotonic() < deadline:
             try:
                 value = check()
-            except (JavascriptException, StaleElementReferenceException):
-                value = None
+            except (JavascriptException, StaleElementReferenceException, ElementClickInterceptedException):
+                value = None  # the page is redrawing, or loading under its mask: look again
             if value:
                 return value
             time.sleep(0.5)
