@@ -282,10 +282,23 @@ return trees.length ? trees[0].getId() : null;
             " return c.fieldName == wanted && c.isVisible(true); });"
             "return blocks.length ? blocks[blocks.length - 1].items.getAt(2).getId() : null;", field),
             f"the drop-down of {field!r}")
-        self.click_when_unmasked(f"#{box_id} .x-form-trigger", f"the drop-down of {field!r} to open")
-        items = self.wait_for(lambda: [i for i in self.driver.find_elements(By.CSS_SELECTOR, "li.x-boundlist-item")
-                                       if i.is_displayed() and i.text.strip() == value],
-                              f"{value!r} among the values of {field!r}",
+
+        polls = 0
+
+        def value_in_list():
+            nonlocal polls
+            shown = [i for i in self.driver.find_elements(By.CSS_SELECTOR, "li.x-boundlist-item") if i.is_displayed()]
+            if not shown and polls % 6 == 0:
+                # not open yet, or opened before the page had the field's values (its getQueryData): every 3 s,
+                # open it again
+                self.driver.execute_script("Ext.getCmp(arguments[0]).collapse();", box_id)
+                polls += 1
+                self.driver.find_element(By.CSS_SELECTOR, f"#{box_id} .x-form-trigger").click()
+                return None
+            polls += 1
+            return [i for i in shown if i.text.strip() == value]
+
+        items = self.wait_for(value_in_list, f"{value!r} among the values of {field!r}",
                               lambda: "values: " + str([i.text for i in self.driver.find_elements(
                                   By.CSS_SELECTOR, "li.x-boundlist-item") if i.is_displayed()]))
         items[0].click()
@@ -313,9 +326,8 @@ return trees.length ? trees[0].getId() : null;
         while time.monotonic() < deadline:
             try:
                 value = check()
-            # a click meeting the page's load mask (a slow request, a loaded machine) is tried again
             except (JavascriptException, StaleElementReferenceException, ElementClickInterceptedException):
-                value = None
+                value = None  # the page is redrawing, or loading under its mask: look again
             if value:
                 return value
             time.sleep(0.5)

@@ -1,8 +1,10 @@
 """DIRAC's web portal (WebAppDIRAC) of the local sandbox, looked at in a real headless chromium as a shifter would,
-after a real train ran (the demo train of tests/test_sandbox_train.py: run again here, it is a no-op when that test
-ran before in the session) and a real user job read Rucio data: Job Monitor, Transformation Monitor, Request
-Monitor and File Catalog, with screenshots in test-results/portal/. Also: nobody reaches the portal but through
-the sandbox's loopback front, and no header makes the front's user anyone else.
+after a real user job read Rucio data, a second one ran through a real Rucio outage (the Rucio server stopped while
+its payload ran: its registration deferred into an RMS request) and a real train ran (the demo train of
+tests/test_sandbox_train.py: run again here, it is a no-op when that test ran before in the session): Job Monitor,
+Transformation Monitor, Request Monitor (the request while Rucio is down, then Done) and File Catalog (by metadata,
+by run, by train step), with screenshots in test-results/portal/. Also: nobody reaches the portal but through the
+sandbox's loopback front, and no header makes the front's user anyone else.
 
 The module name sorts after test_sandbox_train.py on purpose: the session's train is done when it runs."""
 
