@@ -32,7 +32,7 @@ SUMMARY_CHECKS = {
 
 def _demo(sandbox: RunningSandbox) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "KM3DIRAC.demo.run_demo", "--inside", "--dir", str(sandbox.directory),
-               "--runs", "1", "--new-runs", "1", "--files-per-run", "3", "--timeout", str(TRAIN_TIMEOUT)]
+               "--runs", "2", "--new-runs", "0", "--files-per-run", "3", "--timeout", str(TRAIN_TIMEOUT)]
     return subprocess.run(command, env=sandbox.user_env(), capture_output=True, text=True,
                           timeout=TRAIN_TIMEOUT + 120, check=False, cwd=SOURCE_ROOT)
 

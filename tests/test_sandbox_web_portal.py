@@ -90,7 +90,7 @@ def user_job(local_sandbox: RunningSandbox, tmp_path_factory) -> dict:
 def demo_train(local_sandbox: RunningSandbox, user_job: dict) -> str:
     """The demo train, run to the end (what test_sandbox_train.py runs; nothing is redone if it ran)."""
     command = [sys.executable, "-m", "KM3DIRAC.demo.run_demo", "--inside", "--dir", str(local_sandbox.directory),
-               "--runs", "1", "--new-runs", "1", "--files-per-run", "3", "--timeout", str(DEMO_TIMEOUT)]
+               "--runs", "2", "--new-runs", "0", "--files-per-run", "3", "--timeout", str(DEMO_TIMEOUT)]
     result = subprocess.run(command, env=local_sandbox.user_env(), capture_output=True, text=True,
                             timeout=DEMO_TIMEOUT + 120, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
