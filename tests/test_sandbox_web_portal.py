@@ -84,7 +84,7 @@ def demo_train(local_sandbox: RunningSandbox, user_job: dict, deferred_job: dict
     """The demo train, run to the end (what test_sandbox_train.py runs; nothing is redone if it ran). It runs after
     the Rucio outage of ``deferred_job``, while the RequestExecutingAgent completes that job's request."""
     command = [sys.executable, "-m", "KM3DIRAC.demo.run_demo", "--inside", "--dir", str(local_sandbox.directory),
-               "--runs", "1", "--new-runs", "1", "--files-per-run", "3", "--timeout", str(DEMO_TIMEOUT)]
+               "--runs", "2", "--new-runs", "0", "--files-per-run", "3", "--timeout", str(DEMO_TIMEOUT)]
     result = subprocess.run(command, env=local_sandbox.user_env(), capture_output=True, text=True,
                             timeout=DEMO_TIMEOUT + 120, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
