@@ -42,7 +42,7 @@ GOOD = {
 def test_the_shipped_policy_file_is_valid() -> None:
     policy = load_policy(SOURCE_ROOT / "policies" / "replication.yaml")
     (entry,) = policy.entries
-    assert entry.match == {"datatype": "RAW"} and entry.source == "KM3-SHORE" and entry.delete_source
+    assert entry.match == {"datatype": "raw"} and entry.source == "KM3-SHORE" and entry.delete_source
     assert [(c.rse_expression, c.copies, c.medium) for c in entry.copies] == [
         ("KM3-DISK-1|KM3-DISK-2", 2, "disk"), ("KM3-TAPE-1", 1, "tape")]
 
