@@ -22,6 +22,8 @@ from sandbox_fixtures import RunningSandbox
 from KM3DIRAC.sandbox.local_sandbox import Sandbox, user_environment
 
 TRAIN_TIMEOUT = 480
+#: the demo's replication step waits up to 600 s for its copies (dirac-km3-replicate apply --wait 600)
+REPLICATION_TIMEOUT = 600
 JOB_AFTER_RESTART_TIMEOUT = 180
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_CHECKS = {
@@ -35,7 +37,7 @@ def _demo(sandbox: RunningSandbox) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "KM3DIRAC.demo.run_demo", "--inside", "--dir", str(sandbox.directory),
                "--runs", "2", "--new-runs", "0", "--files-per-run", "3", "--timeout", str(TRAIN_TIMEOUT)]
     return subprocess.run(command, env=sandbox.user_env(), capture_output=True, text=True,
-                          timeout=TRAIN_TIMEOUT + 120, check=False, cwd=SOURCE_ROOT)
+                          timeout=TRAIN_TIMEOUT + REPLICATION_TIMEOUT + 120, check=False, cwd=SOURCE_ROOT)
 
 
 def _summary(stdout: str) -> list[str]:
@@ -73,6 +75,7 @@ def _snapshot(sandbox: RunningSandbox, enter: str, transformation_ids: list[str]
 
 
 @pytest.mark.sandbox
+@pytest.mark.timeout(1800)  # two demos (ingestion, replication, the train) and a restart: ~10-15 min on 2 cores
 def test_demo_train_runs_end_to_end_survives_a_restart_and_a_second_run_duplicates_nothing(
         local_sandbox: RunningSandbox):
     first = _demo(local_sandbox)
@@ -97,6 +100,27 @@ def test_demo_train_runs_end_to_end_survives_a_restart_and_a_second_run_duplicat
         result = _plain_shell(f"{enter} && {command}")
         assert result.returncode == 0, f"{command}:\n{result.stdout}\n{result.stderr}"
         assert re.search(expected, result.stdout, re.MULTILINE), f"{command}:\n{result.stdout}"
+
+    # the nightly cycle's replication step: KM3NeT's policy (2 disk copies, 1 tape copy) on both run datasets, the
+    # copies made by DIRAC's RequestExecutingAgent, verified, the shore copies released; Rucio's reaper deletes them
+    assert "rules: 4 created, 0 already there, 0 failed" in first.stdout, first.stdout[-4000:]
+    assert "every rule of the policy is OK" in first.stdout
+    assert re.search(r"source copies released: 2 datasets \(6 files", first.stdout), first.stdout[-4000:]
+    policy = local_sandbox.directory / "replication-demo.yaml"
+    deadline = time.monotonic() + 120
+    while True:
+        replication = _plain_shell(f"{enter} && dirac-km3-replicate status {policy}")
+        assert replication.returncode == 0, replication.stdout + replication.stderr
+        if replication.stdout.count("source: gone") == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert replication.stdout.count("source: gone") == 2, replication.stdout
+    raw_files = _plain_shell(f"{enter} && dirac-dms-find-lfns Path=/km3net/km3demo/raw datatype=raw")
+    raw_lfn = next(line.strip() for line in raw_files.stdout.splitlines() if line.strip().endswith(".offline.root"))
+    replicas = _plain_shell(f"{enter} && dirac-dms-lfn-replicas {raw_lfn}")
+    assert replicas.returncode == 0, replicas.stdout + replicas.stderr
+    assert "KM3-TAPE-1" in replicas.stdout and "KM3-SHORE" not in replicas.stdout, replicas.stdout
+    assert replicas.stdout.count("KM3-DISK-") == 2, replicas.stdout
 
     transformation_ids = re.findall(r"step \w+: transformation (\d+) \(created\)", first.stdout)
     before = _snapshot(local_sandbox, enter, transformation_ids)
@@ -136,7 +160,10 @@ def test_demo_train_runs_end_to_end_survives_a_restart_and_a_second_run_duplicat
     assert second.stdout.count("(exists already)") == 2 and "(created)" not in second.stdout
     # the DAQ stand-in writes nothing again, and the ingestion finds every file in Rucio already
     assert second.stdout.count("in Rucio already (an earlier demo), not written again") == 2, second.stdout
-    assert "this pass: 2 runs seen, 0 files registered" in second.stdout and "6 already in Rucio" in second.stdout
+    # the shore copies are gone (replicated, verified, deleted through Rucio): the ingestion registers nothing again
+    assert re.search(r"this pass: \d+ runs seen, 0 files registered", second.stdout), second.stdout[-4000:]
+    assert "rules: 0 created, 4 already there, 0 failed" in second.stdout, second.stdout[-4000:]
+    assert re.search(r"source copies released: 0 datasets", second.stdout), second.stdout[-4000:]
     assert _summary(second.stdout) == _summary(first.stdout)
     assert _snapshot(local_sandbox, enter, transformation_ids) == before  # nothing new, nothing duplicated
 
