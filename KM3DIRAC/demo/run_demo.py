@@ -127,16 +127,19 @@ def inside(args: argparse.Namespace) -> int:
     timings = Timings()
     if os.environ.get("KM3DIRAC_DEMO_SANDBOX_SECONDS"):
         timings.stages["sandbox up"] = float(os.environ["KM3DIRAC_DEMO_SANDBOX_SECONDS"])
-    from KM3DIRAC.sandbox.local_sandbox import SandboxPaths
+    from KM3DIRAC.sandbox.local_sandbox import SHORE_RSE, SandboxPaths
 
     catalog = catalog_from_cs()
-    daq = SandboxPaths(args.dir.resolve()).daq_dir
+    # The DAQ stand-in writes each run where DIRAC's StorageElement KM3-SHORE finds it by LFN (<storage>/<LFN>): the
+    # sandbox's mover (DIRAC's RMS ReplicateAndRegister) reads the source copy through it. Rucio's own transfers
+    # (production) read each replica at its PFN, whatever the DAQ's layout.
+    shore = SandboxPaths(args.dir.resolve()).storage_dir(SHORE_RSE)
     nights = [[FIRST_RUN + index for index in range(args.runs)],
               [FIRST_RUN + args.runs + index for index in range(args.new_runs)]]
     ingested: list[list[str]] = []
     start = time.monotonic()
     policy = demo_policy(args.dir.resolve())
-    ingested.append(night(catalog, 1, nights[0], args.files_per_run, daq, policy))
+    ingested.append(night(catalog, 1, nights[0], args.files_per_run, shore, policy))
     register_demo_calibrations(catalog, args.dir.resolve() / "demo-calibration", say)
     timings.stage("night 1 ingestion", start)
 
@@ -154,7 +157,7 @@ def inside(args: argparse.Namespace) -> int:
     runs = nights[0]
     if finished and nights[1]:
         start = time.monotonic()
-        ingested.append(night(catalog, 2, nights[1], args.files_per_run, daq, policy))
+        ingested.append(night(catalog, 2, nights[1], args.files_per_run, shore, policy))
         timings.stage("night 2 ingestion", start)
         start = time.monotonic()
         runs = nights[0] + nights[1]
@@ -164,7 +167,7 @@ def inside(args: argparse.Namespace) -> int:
     return 0 if finished else 1
 
 
-def night(catalog, number: int, runs: list[int], files_per_run: int, daq: Path, policy: Path) -> list[str]:
+def night(catalog, number: int, runs: list[int], files_per_run: int, shore: Path, policy: Path) -> list[str]:
     """One night at the shore station: the DAQ writes its runs, the ingestion registers them, the replication step
     copies them to the computing centres and releases the shore copies. Returns the summary lines of both."""
     from rucio.common.exception import Duplicate
@@ -173,29 +176,32 @@ def night(catalog, number: int, runs: list[int], files_per_run: int, daq: Path, 
         catalog.client.add_scope(catalog.client.account, SCOPE)
     except Duplicate:
         pass
+    daq = shore / "km3net" / SCOPE / "raw"  # the runs' directories below it: see write_runs
     say(f"night {number}: the DAQ writes runs {', '.join(map(str, runs))} into {daq}")
-    write_runs(catalog, runs, files_per_run, daq)
+    write_runs(catalog, runs, files_per_run, shore)
     lines = ingest(daq)
     return lines + replicate(policy)
 
 
-def write_runs(catalog, runs: list[int], files_per_run: int, daq: Path) -> None:
+def write_runs(catalog, runs: list[int], files_per_run: int, shore: Path) -> None:
     """The DAQ stand-in: each file written as ``<name>.part`` and renamed when complete, then the run's end-of-run
-    marker. Runs the catalog has already (an earlier demo) are not written again."""
+    marker, in the run's directory below the shore station's storage ``shore``. Runs the catalog has already (an
+    earlier demo) are not written again."""
     from km3net_testdata import data_path
 
-    daq.mkdir(parents=True, exist_ok=True)
     known = catalog.exists({dataset_of_run(run): True for run in runs}).successful
     for run in runs:
         if known.get(dataset_of_run(run)):
             say(f"run {run}: in Rucio already (an earlier demo), not written again")
             continue
+        directory = shore / dataset_of_run(run).lstrip("/")
+        directory.mkdir(parents=True, exist_ok=True)
         for part in range(files_per_run):
             name = f"KM3NeT_{DETECTOR:08d}_{run:08d}.{part}.offline.root"
-            if not (daq / name).exists():
-                shutil.copy(data_path(SAMPLE), daq / f"{name}.part")
-                (daq / f"{name}.part").rename(daq / name)
-        (daq / f"KM3NeT_{DETECTOR:08d}_{run:08d}.end").write_text("")
+            if not (directory / name).exists():
+                shutil.copy(data_path(SAMPLE), directory / f"{name}.part")
+                (directory / f"{name}.part").rename(directory / name)
+        (directory / f"KM3NeT_{DETECTOR:08d}_{run:08d}.end").write_text("")
 
 
 def dataset_of_run(run: int) -> str:
@@ -237,13 +243,14 @@ def replicate(policy: Path) -> list[str]:
     for action in (["apply", "--wait", "600"], ["clean-source"]):
         command = [str(Path(sys.executable).parent / "dirac-km3-replicate"), *action, str(policy)]
         say("$ dirac-km3-replicate " + " ".join(command[1:]))
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        output = [line for line in result.stdout.splitlines() if line.strip() and "remote configuration" not in line]
-        for line in output:
-            print(f"    {line}", flush=True)
-        if result.returncode != 0:
-            raise SystemExit(f"dirac-km3-replicate {action[0]} failed ({result.returncode}): "
-                             f"{(result.stderr or result.stdout).strip()[-2000:]}")
+        output = []
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+            for line in process.stdout:  # shown as it comes: the copies take a few minutes
+                if line.strip() and "remote configuration" not in line:
+                    output.append(line.rstrip())
+                    print(f"    {output[-1]}", flush=True)
+        if process.returncode != 0:
+            raise SystemExit(f"dirac-km3-replicate {action[0]} failed ({process.returncode}): see its output above")
         lines += [f"replication {action[0]}: {output[-1]}"] if output else []
     return lines
 
