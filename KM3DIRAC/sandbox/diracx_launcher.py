@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from diraccfg import CFG
 
 from KM3DIRAC.sandbox import diracx_server
+from KM3DIRAC.sandbox.accounts import PEOPLE
 from KM3DIRAC.sandbox.dirac_components import USER_GROUP, USER_NAME
 from KM3DIRAC.sandbox.processes import LOOPBACK, ServiceStartError, http_get_ok, log_tail
 from KM3DIRAC.sandbox.state import ComponentRecord, is_alive
@@ -39,7 +40,10 @@ class DiracXLauncher:
 
     def dirac_cfg(self, text: str) -> str:
         """DIRAC's ``dirac.cfg`` with ``/DiracX`` pointing at this server (and the VO no longer disabled)."""
-        section = diracx_server.dirac_cfg_text(self.url, self.secrets.legacy_exchange_key, USER_GROUP, (USER_NAME,))
+        # every person of the sandbox (KM3DIRAC.sandbox.accounts) has a proxy that gets a DiracX token: each needs
+        # a subject for cs-sync
+        users = (USER_NAME, *(someone.user for someone in PEOPLE))
+        section = diracx_server.dirac_cfg_text(self.url, self.secrets.legacy_exchange_key, USER_GROUP, users)
         cfg = CFG().loadFromBuffer(text).mergeWith(CFG().loadFromBuffer(section))
         cfg["DiracX"].deleteKey("DisabledVOs")
         # DIRAC's OptimizationMind picks up jobs it was not told about (DiracX inserts them into JobDB directly)

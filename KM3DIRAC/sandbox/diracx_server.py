@@ -166,7 +166,8 @@ def sync_configuration(paths: DiracXPaths, dirac_cfg: Path) -> bool:
         repo.mkdir(parents=True, exist_ok=True)
         _run(["git", "init", "-q", "-b", "master", str(repo)], "creating the configuration repository")
     env = {**os.environ, "DIRAC_COMPAT_ENABLE_CS_CONVERSION": "1"}
-    _run([_bin("dirac"), "internal", "legacy", "cs-sync", str(dirac_cfg), str(repo / "default.yml")],
+    convertible = without_extension_operations(dirac_cfg, repo.parent / "dirac-for-cs-sync.cfg")
+    _run([_bin("dirac"), "internal", "legacy", "cs-sync", str(convertible), str(repo / "default.yml")],
          f"converting {dirac_cfg} (dirac internal legacy cs-sync)", env=env)
     git = ["git", "-C", str(repo), "-c", "user.name=KM3DIRAC sandbox", "-c", "user.email=sandbox@km3dirac.invalid"]
     _run([*git, "add", "default.yml"], "staging the configuration")
@@ -174,6 +175,21 @@ def sync_configuration(paths: DiracXPaths, dirac_cfg: Path) -> bool:
         return False
     _run([*git, "commit", "-q", "-m", f"cs-sync from {dirac_cfg}"], "committing the configuration")
     return True
+
+
+def without_extension_operations(dirac_cfg: Path, copy: Path) -> Path:
+    """``dirac_cfg`` written to ``copy`` without the ``/Operations/<setup>/KM3DIRAC`` sections: DiracX 0.7's
+    configuration model forbids keys it does not declare under Operations (cs-sync fails with "Operations.Defaults.
+    KM3DIRAC: Extra inputs are not permitted"), and no DiracX route reads KM3DIRAC's options."""
+    from diraccfg import CFG
+
+    cfg = CFG().loadFromFile(str(dirac_cfg))
+    if cfg.isSection("Operations"):
+        for setup in cfg["Operations"].listSections():
+            if cfg.isSection(f"Operations/{setup}/KM3DIRAC"):
+                cfg.deleteKey(f"Operations/{setup}/KM3DIRAC")
+    cfg.writeToFile(str(copy))
+    return copy
 
 
 def server_environment(paths: DiracXPaths, base_env: dict[str, str], url: str, mariadb_port: int, s3_port: int,
