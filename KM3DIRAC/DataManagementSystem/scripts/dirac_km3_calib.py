@@ -21,6 +21,8 @@ from pathlib import Path
 
 from DIRAC.Core.Base.Script import Script
 
+from KM3DIRAC.dirac_switches import register_value_switches
+
 COMMANDS = ("register", "list", "show", "resolve", "freeze", "tag")
 SWITCHES = {
     "kind": "calibration kind (default: from the file name)",
@@ -159,17 +161,7 @@ def main_command(command, arguments, options):
 
 @Script()
 def main():
-    options = {}
-
-    def setter(name):
-        def set_value(value):
-            options[name] = value
-            return {"OK": True, "Value": None}
-
-        return set_value
-
-    for name, help_text in SWITCHES.items():
-        Script.registerSwitch("", f"{name}=", help_text, setter(name))
+    options = register_value_switches(SWITCHES)
     Script.registerArgument(f"Command: one of {', '.join(COMMANDS)}", values=list(COMMANDS))
     Script.registerArgument(["Arguments: the command's arguments (see above)"], mandatory=False)
     Script.parseCommandLine(ignoreErrors=False)

@@ -14,6 +14,8 @@ import sys
 
 from DIRAC.Core.Base.Script import Script
 
+from KM3DIRAC.dirac_switches import register_value_switches
+
 SWITCHES = {
     "directory": "the directory the DAQ writes into (CS Ingestion/Directory)",
     "rse": "the shore station's non-deterministic RSE holding that directory (CS Ingestion/RSE, KM3-SHORE)",
@@ -33,17 +35,7 @@ SWITCHES = {
 
 @Script()
 def main():
-    options = {}
-
-    def setter(name):
-        def set_value(value):
-            options[name] = value
-            return {"OK": True, "Value": None}
-
-        return set_value
-
-    for name, help_text in SWITCHES.items():
-        Script.registerSwitch("", f"{name}=", help_text, setter(name))
+    options = register_value_switches(SWITCHES)
     Script.parseCommandLine(ignoreErrors=False)
 
     from DIRAC import gLogger

@@ -22,6 +22,8 @@ import sys
 
 from DIRAC.Core.Base.Script import Script
 
+from KM3DIRAC.dirac_switches import register_value_switches
+
 COMMANDS = ("validate", "apply", "clean-source", "status")
 
 
@@ -146,14 +148,7 @@ def status(policy) -> int:
 
 @Script()
 def main():
-    options = {}
-
-    def set_wait(value):
-        options["wait"] = value
-        return {"OK": True, "Value": None}
-
-    Script.registerSwitch("", "wait=", "apply: wait up to SECONDS until every rule is OK (exit code 3 if not)",
-                          set_wait)
+    options = register_value_switches({"wait": "apply: wait up to SECONDS until every rule is OK (exit code 3 if not)"})
     Script.registerArgument(f"Command: one of {', '.join(COMMANDS)}", values=list(COMMANDS))
     Script.registerArgument("Policy: the policy file (YAML)")
     Script.parseCommandLine(ignoreErrors=False)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from DIRAC.Core.Base.Script import Script
 
+from KM3DIRAC.dirac_switches import register_value_switches
+
 OPTIONS = {
     "inputs": ("KM3InputData", "comma-separated DIDs (files, datasets, containers) to download"),
     "outputs": ("KM3OutputData", "comma-separated file patterns of the outputs"),
@@ -37,17 +39,7 @@ OPTIONS = {
 
 @Script()
 def main():
-    parameters = {}
-
-    def setter(name):
-        def set_value(value):
-            parameters[OPTIONS[name][0]] = value
-            return {"OK": True, "Value": None}
-
-        return set_value
-
-    for name, (_, help_text) in OPTIONS.items():
-        Script.registerSwitch("", f"{name}=", help_text, setter(name))
+    given = register_value_switches({name: help_text for name, (_, help_text) in OPTIONS.items()})
     Script.registerArgument(["Command: the payload command and its arguments (after --)"], mandatory=True)
     Script.parseCommandLine(ignoreErrors=False)
     command = Script.getPositionalArgs()
@@ -66,7 +58,7 @@ def main():
 
     job_id = int(os.environ.get("JOBID") or 0)
     workdir = Path.cwd()
-    parameters = {**read_job_info(workdir / "job.info"), **parameters}
+    parameters = {**read_job_info(workdir / "job.info"), **{OPTIONS[name][0]: value for name, value in given.items()}}
     status = ApplicationStatusReporter(job_id)
     try:  # every check that can be made before the payload is made here: a bad parameter costs no CPU
         runner = runner_for(plan_from_parameters(parameters, workdir, job_id, close_rses=site_rses()), job_id, status)
