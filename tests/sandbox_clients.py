@@ -144,20 +144,6 @@ def request_status(request_id: str) -> dict:
     return {"status": _value(ReqClient().getRequestStatus(int(request_id)), "getRequestStatus")}
 
 
-def job_request(job_id: str) -> dict:
-    """The RMS request a job left (the JobWrapper's failover request): its ID, status and operations (ID None: no
-    request)."""
-    from DIRAC.RequestManagementSystem.Client.ReqClient import ReqClient
-
-    client = ReqClient()
-    ids = _value(client.getRequestIDsForJobs([int(job_id)]), "getRequestIDsForJobs")["Successful"]
-    if int(job_id) not in ids:
-        return {"request_id": None}
-    request = _value(client.peekRequest(ids[int(job_id)]), "peekRequest")
-    return {"request_id": request.RequestID, "status": request.Status, "job_id": request.JobID,
-            "operations": [{"type": operation.Type, "status": operation.Status} for operation in request]}
-
-
 def transformation_parameter(transformation_id: str, name: str) -> dict:
     from DIRAC.TransformationSystem.Client.TransformationClient import TransformationClient
 
@@ -329,14 +315,21 @@ def application_history(job_id: str) -> dict:
 
 
 def job_requests(*job_ids: str) -> dict:
-    """The RMS request of each job that has one (what its JobWrapper left) and the request's status."""
+    """The RMS request each job left (its JobWrapper's failover request), for the jobs that have one: its ID,
+    status and operations."""
     from DIRAC.RequestManagementSystem.Client.ReqClient import ReqClient
 
     client = ReqClient()
     found = _value(client.getRequestIDsForJobs([int(job_id) for job_id in job_ids]), "getRequestIDsForJobs")
-    return {"requests": {str(job_id): {"request_id": request_id,
-                                       "status": _value(client.getRequestStatus(request_id), "getRequestStatus")}
-                         for job_id, request_id in found["Successful"].items()}}
+    requests = {}
+    for job_id, request_id in found["Successful"].items():
+        request = _value(client.peekRequest(request_id), "peekRequest")
+        requests[str(job_id)] = {"request_id": request.RequestID, "status": request.Status, "job_id": request.JobID,
+                                 "operations": [{"type": operation.Type, "status": operation.Status}
+                                                for operation in request]}
+    return {"requests": requests}
+
+
 # ------------------------------------------------------------------------ user jobs, from the test process
 JOB_TIMEOUT = 240
 FINAL_JOB_STATES = ("Done", "Failed", "Killed")
@@ -483,7 +476,6 @@ ACTIONS = {
     "transformation-files": transformation_files,
     "forward-diset-request": forward_diset_request,
     "request-status": request_status,
-    "job-request": job_request,
     "transformation-parameter": transformation_parameter,
     "inputs-with-two-replicas": inputs_with_two_replicas,
     "replicas": replicas,

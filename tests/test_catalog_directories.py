@@ -21,13 +21,6 @@ LAUNCHER = Path(__file__).with_name("run_dirac_command.py")
 SES = "KM3-DISK-1,KM3-DISK-2"
 
 
-@pytest.fixture
-def fc(dirac_cs):
-    from DIRAC.Resources.Catalog.FileCatalog import FileCatalog
-
-    return FileCatalog()
-
-
 def _ok(result):
     assert result["OK"], result
     return result["Value"]

@@ -19,13 +19,6 @@ LAUNCHER = Path(__file__).with_name("run_dirac_command.py")
 
 
 @pytest.fixture
-def fc(dirac_cs):
-    from DIRAC.Resources.Catalog.FileCatalog import FileCatalog
-
-    return FileCatalog()
-
-
-@pytest.fixture
 def catalog(fc):
     """KM3DIRAC's RucioCatalog behind DIRAC's FileCatalog (to count its requests to Rucio)."""
     return fc.getReadCatalogs()[0][1].catalog

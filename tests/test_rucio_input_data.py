@@ -28,13 +28,6 @@ DIRAC_POLICY = "DIRAC.WorkloadManagementSystem.Client.DownloadInputData"
 
 
 @pytest.fixture
-def fc(dirac_cs):
-    from DIRAC.Resources.Catalog.FileCatalog import FileCatalog
-
-    return FileCatalog()
-
-
-@pytest.fixture
 def corsika_scope(rucio_client):
     """A scope named like KM3NeT's ``CORSIKA_testing``."""
     from KM3DIRAC.sandbox.rucio_setup import ensure_scope

@@ -114,7 +114,7 @@ def deferred_job(local_sandbox: RunningSandbox, user_job: dict, browser: PortalB
     seen: dict = {}
 
     def look_while_rucio_is_down(job_id: str) -> None:
-        request = _wait(lambda: (r := local_sandbox.dirac_client("job-request", job_id))["request_id"] and r,
+        request = _wait(lambda: local_sandbox.dirac_client("job-requests", job_id)["requests"].get(job_id),
                         f"the request of job {job_id}", 60)
         assert [o["type"] for o in request["operations"]] == ["KM3RegisterOutputs"], request
         seen["request"] = request

@@ -281,13 +281,6 @@ class TransformationManagerStandIn:
         raise AssertionError(f"the plugin called TransformationClient.{name}, which this stand-in does not provide")
 
 
-@pytest.fixture
-def fc(dirac_cs):
-    from DIRAC.Resources.Catalog.FileCatalog import FileCatalog
-
-    return FileCatalog()
-
-
 def _ok(result):
     assert result["OK"], result
     return result["Value"]
