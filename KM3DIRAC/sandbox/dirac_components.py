@@ -339,7 +339,9 @@ Registry
     {PRODUCTION_GROUP}
     {{
       Users = {USER_NAME}
-      Properties = NormalUser, ProductionManagement
+      # JobAdministrator: a production manager reads and manages every job of the VO (DIRAC's JobPolicy, DiracX's
+      # WMSAccessPolicy: the parameters of anyone's job through KM3DIRAC's DiracX route)
+      Properties = NormalUser, ProductionManagement, JobAdministrator
       VO = {VO}
     }}
   }}
