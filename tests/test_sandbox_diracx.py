@@ -158,8 +158,11 @@ print(json.dumps({"status": response.status_code, "body": response.json()}))
 def _parameters_through(sandbox: RunningSandbox, *arguments: str, as_identity: str = "user"):
     """``dirac-km3-job-parameters`` as ``as_identity``: (exit code, its JSON, stderr)."""
     read = sandbox.run("dirac-km3-job-parameters", *arguments, as_identity=as_identity)
-    return read.returncode, json.loads(read.stdout[read.stdout.index("{"):] if "{" in read.stdout else "{}"), \
-        read.stderr + read.stdout
+    # DIRAC's start-up may print a notice first ("Running without remote configuration", gLogger on stdout)
+    assert "{" in read.stdout, read.stdout + read.stderr
+    document, end = json.JSONDecoder().raw_decode(read.stdout, read.stdout.index("{"))
+    assert not read.stdout[end:].strip(), read.stdout
+    return read.returncode, document, read.stderr + read.stdout
 
 
 def _get_one_job(sandbox: RunningSandbox, job_id: int, as_identity: str) -> dict:

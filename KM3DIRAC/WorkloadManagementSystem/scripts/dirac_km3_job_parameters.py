@@ -4,7 +4,7 @@
 With --diracx they are read through DiracX (KM3DIRAC's DiracX route /api/km3dirac/jobs/parameters, with the DiracX
 token of the proxy from dirac-proxy-init; DiracX's job policy: your own jobs, all jobs with JobAdministrator);
 without it through DIRAC's JobMonitoring service. Each job that cannot be read is named with the reason, and the exit
-code is then 1.
+code is then 1 (2 when nothing could be asked). The JSON is all that goes to stdout.
 
 Example:
   $ dirac-km3-job-parameters --diracx -p KM3OutputDIDs 1234 1235
@@ -71,8 +71,9 @@ def main():
         gLogger.error(str(error))
         sys.exit(2)
     print(json.dumps({str(job_id): values for job_id, values in sorted(found.items())}, indent=2))
+    # on stderr (gLogger writes to stdout): stdout stays one JSON document
     for job_id, reason in sorted(errors.items()):
-        gLogger.error(f"job {job_id}: {reason}")
+        print(f"job {job_id}: {reason}", file=sys.stderr)
     sys.exit(1 if errors else 0)
 
 
