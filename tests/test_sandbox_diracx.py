@@ -204,8 +204,21 @@ def test_km3outputdids_read_through_diracx_are_what_rucio_and_dirac_hold(diracx_
         output
 
 
+def _submitted_and_killed(sandbox: RunningSandbox, work: Path, as_identity: str) -> list[int]:
+    """A job of ``as_identity`` in JobDB (submitted through DiracX), killed at once so that it takes no JobAgent
+    time (DIRAC's JobManager: no DiracX route kills in 0.7's CLI)."""
+    jdl = work / f"{as_identity}.jdl"
+    jdl.write_text(f'[ Executable = "/bin/true"; JobName = "{as_identity}-owned"; ]')
+    submitted = sandbox.run("dirac", "jobs", "submit", str(jdl), as_identity=as_identity)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_ids = [int(job_id) for job_id in re.search(r"ids: ([\d, ]+)", submitted.stdout).group(1).split(",")]
+    killed = sandbox.run("dirac-wms-job-kill", *map(str, job_ids), as_identity=as_identity)
+    assert killed.returncode == 0, killed.stdout + killed.stderr
+    return job_ids
+
+
 def test_job_parameters_through_diracx_are_refused_to_another_user_and_name_unknown_jobs(
-        diracx_sandbox: RunningSandbox, diracx_jobs: dict[str, SubmittedJob]):
+        diracx_sandbox: RunningSandbox, diracx_jobs: dict[str, SubmittedJob], tmp_path: Path):
     job = diracx_jobs[KM3_PATH]
     unknown = job.job_id + 10**6
     returncode, by_alice, output = _parameters_through(diracx_sandbox, "--diracx", str(job.job_id),
@@ -230,6 +243,13 @@ def test_job_parameters_through_diracx_are_refused_to_another_user_and_name_unkn
     own = _get_one_job(diracx_sandbox, job.job_id, "user")
     assert own["status"] == 200 and own["body"]["JobID"] == job.job_id, own
     assert own["body"]["Parameters"]["KM3OutputDIDs"] == mixed[str(job.job_id)]["KM3OutputDIDs"]
+
+    # a bulk read of the caller's job and someone else's: the own one is read, the other named
+    (job_of_alice,) = _submitted_and_killed(diracx_sandbox, tmp_path, "alice")
+    returncode, own_of_two, output = _parameters_through(diracx_sandbox, "--diracx", "-p", "KM3OutputDIDs",
+                                                         str(job.job_id), str(job_of_alice))
+    assert (returncode, list(own_of_two)) == (1, [str(job.job_id)]), output
+    assert f"km3user (group km3net_user) may not read job {job_of_alice}: it belongs to another user" in output
 
     refused = diracx_sandbox.run("dirac-km3-job-parameters", "--diracx", "12x")
     assert refused.returncode == 2 and "not job IDs (whole numbers): 12x" in refused.stdout + refused.stderr

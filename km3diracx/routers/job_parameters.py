@@ -58,22 +58,23 @@ def _refused(job_id: int, user_info: AuthorizedUserInfo) -> tuple[HTTPStatus, st
         "it belongs to another user (a user reads the parameters of their own jobs, a JobAdministrator all)")
 
 
-async def _existing_jobs(job_db: JobDB, job_ids: list[int], vo: str) -> set[int]:
+async def _owners(job_db: JobDB, job_ids: list[int], vo: str) -> dict[int, str]:
+    """The owner of each job of ``job_ids`` that exists in ``vo``."""
     search = [{"parameter": "JobID", "operator": VectorSearchOperator.IN, "values": job_ids},
               {"parameter": "VO", "operator": "eq", "value": vo}]
-    _, rows = await job_db.search(["JobID"], search, [], per_page=max(len(job_ids), 1))
-    return {int(row["JobID"]) for row in rows}
+    _, rows = await job_db.search(["JobID", "Owner"], search, [], per_page=max(len(job_ids), 1))
+    return {int(row["JobID"]): row["Owner"] for row in rows}
 
 
 async def _readable(job_ids: list[int], job_db: JobDB, user_info: AuthorizedUserInfo,
                     check_permissions) -> tuple[list[int], dict[int, tuple[HTTPStatus, str]]]:
     """The jobs of ``job_ids`` the caller may read, and the HTTP status and reason for each other one. One policy call
-    for all; when it refuses, one per job, so that a job of someone else does not hide the caller's own ones."""
+    for all; when it refuses, one per owner, so that someone else's job does not hide the caller's own ones."""
     await check_permissions(action=ActionType.QUERY, job_db=job_db)
     requested = sorted(set(job_ids))
-    existing = await _existing_jobs(job_db, requested, user_info.vo) if requested else set()
-    errors = {job_id: _not_found(job_id, user_info.vo) for job_id in requested if job_id not in existing}
-    candidates = [job_id for job_id in requested if job_id in existing]
+    owners = await _owners(job_db, requested, user_info.vo) if requested else {}
+    errors = {job_id: _not_found(job_id, user_info.vo) for job_id in requested if job_id not in owners}
+    candidates = [job_id for job_id in requested if job_id in owners]
     if not candidates:
         return [], errors
     try:
@@ -82,18 +83,22 @@ async def _readable(job_ids: list[int], job_db: JobDB, user_info: AuthorizedUser
     except HTTPException as refusal:
         if refusal.status_code != HTTPStatus.FORBIDDEN:
             raise
-    if len(candidates) == 1:
-        return [], {**errors, candidates[0]: _refused(candidates[0], user_info)}
-    readable = []
+    by_owner: dict[str, list[int]] = {}
     for job_id in candidates:
+        by_owner.setdefault(owners[job_id], []).append(job_id)
+    if len(by_owner) == 1:  # the call above was about this owner's jobs
+        return [], {**errors, **{job_id: _refused(job_id, user_info) for job_id in candidates}}
+    readable: list[int] = []
+    for owned in by_owner.values():
         try:
-            await check_permissions(action=ActionType.READ, job_db=job_db, job_ids=[job_id])
-            readable.append(job_id)
+            await check_permissions(action=ActionType.READ, job_db=job_db, job_ids=owned)
         except HTTPException as refusal:
             if refusal.status_code != HTTPStatus.FORBIDDEN:
                 raise
-            errors[job_id] = _refused(job_id, user_info)
-    return readable, errors
+            errors.update({job_id: _refused(job_id, user_info) for job_id in owned})
+        else:
+            readable += owned
+    return sorted(readable), errors
 
 
 async def _parameters(job_parameters_db: JobParametersDB, job_ids: list[int],
