@@ -84,3 +84,40 @@ def test_object_loader_keeps_the_extension_first_after_a_reload():
     loaded = loader.loadObject("Resources.Catalog.RucioFileCatalogClient", "RucioFileCatalogClient")
     assert loaded["OK"], loaded
     assert loaded["Value"].__module__ == "KM3DIRAC.Resources.Catalog.RucioFileCatalogClient"
+
+
+def test_diracx_sees_km3diracx_as_its_extension_and_keeps_its_own_client():
+    """KM3DIRAC's DiracX extension (setup.cfg's DiracX entry points): its routes are a DiracX service, ``dirac km3`` a
+    diracx-cli command; with no ``km3diracx.client``, DiracX's client importer keeps DiracX's generated client (what
+    DIRAC's DiracXClient and diracx-cli use)."""
+    code = """
+import json
+from diracx.core.extensions import extensions_by_priority, select_from_extension
+import diracx.client._generated as generated
+from diracx.cli import app
+from fastapi import FastAPI
+import km3diracx.routers
+router = select_from_extension(group="diracx.services", name="km3dirac")[0].load()
+mounted = FastAPI()
+mounted.include_router(router, prefix="/api/km3dirac")  # as DiracX's factory mounts /api/<service name>
+print(json.dumps({
+    "extensions": extensions_by_priority(),
+    "router_is_km3diracx": router is km3diracx.routers.router,
+    "routes": sorted([method.upper(), path] for path, methods in mounted.openapi()["paths"].items()
+                     for method in methods),
+    "cli": sorted(group.name for group in app.registered_groups),
+    "client": generated.__name__ + ":" + generated.__file__,
+}))
+"""
+    import json
+
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    found = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert found["extensions"] == ["km3diracx", "diracx"]
+    assert found["router_is_km3diracx"]
+    assert found["routes"] == [["GET", "/api/km3dirac/jobs/{job_id}/parameters"],
+                               ["POST", "/api/km3dirac/jobs/parameters"]]
+    assert "km3" in found["cli"] and "jobs" in found["cli"]
+    name, _, path = found["client"].partition(":")
+    assert name == "diracx.client._generated" and "/diracx/client/_generated/" in path, found["client"]

@@ -141,6 +141,120 @@ def test_job_submitted_through_diracx_runs_to_done_with_its_output_in_rucio(
     assert re.search(rf"'KM3OutputDIDs': '{re.escape(expected)}'", parameters.stdout), parameters.stdout
 
 
+KM3_PATH = "dirac-km3-jdl-render --submit-diracx"
+#: the single-job route, through diracx-client's own pipeline (the identity's token from DIRACX_CREDENTIALS_PATH,
+#: refreshed as diracx-cli refreshes it): status code and JSON body
+GET_ONE_JOB = """
+import json, sys
+from azure.core.rest import HttpRequest
+from diracx.client.sync import SyncDiracClient
+from km3diracx.api import job_parameters_path
+with SyncDiracClient() as api:
+    response = api.send_request(HttpRequest("GET", job_parameters_path(int(sys.argv[1]))))
+print(json.dumps({"status": response.status_code, "body": response.json()}))
+"""
+
+
+def _parameters_through(sandbox: RunningSandbox, *arguments: str, as_identity: str = "user"):
+    """``dirac-km3-job-parameters`` as ``as_identity``: (exit code, its JSON, stderr)."""
+    read = sandbox.run("dirac-km3-job-parameters", *arguments, as_identity=as_identity)
+    # DIRAC's start-up may print a notice first ("Running without remote configuration", gLogger on stdout)
+    assert "{" in read.stdout, read.stdout + read.stderr
+    document, end = json.JSONDecoder().raw_decode(read.stdout, read.stdout.index("{"))
+    assert not read.stdout[end:].strip(), read.stdout
+    return read.returncode, document, read.stderr + read.stdout
+
+
+def _get_one_job(sandbox: RunningSandbox, job_id: int, as_identity: str) -> dict:
+    import subprocess
+    import sys
+
+    got = subprocess.run([sys.executable, "-c", GET_ONE_JOB, str(job_id)], env=sandbox.user_env(as_identity),
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert got.returncode == 0, got.stdout + got.stderr
+    return json.loads(got.stdout.strip().splitlines()[-1])
+
+
+def test_km3outputdids_read_through_diracx_are_what_rucio_and_dirac_hold(diracx_sandbox: RunningSandbox,
+                                                                         diracx_jobs: dict[str, SubmittedJob]):
+    """KM3DIRAC's DiracX extension route (POST /api/km3dirac/jobs/parameters), through ``dirac-km3-job-parameters
+    --diracx`` and diracx-cli's ``dirac km3 job-parameters``: the owner and the production manager read them."""
+    job = diracx_jobs[KM3_PATH]
+    assert _wait_for_final(diracx_sandbox, job.job_id)["Status"] == "Done"
+    returncode, through_diracx, output = _parameters_through(diracx_sandbox, "--diracx", str(job.job_id))
+    assert returncode == 0, output
+    parameters = through_diracx[str(job.job_id)]
+    in_rucio = diracx_sandbox.dirac_client("rucio-files", job.scope, f"{job.products}/*",
+                                           json.dumps({"JobID": job.job_id}))["files"]
+    assert in_rucio and sorted(parameters["KM3OutputDIDs"].split(",")) == sorted(in_rucio), (parameters, in_rucio)
+
+    # the same parameters, all of them, as DIRAC's JobMonitoring has them
+    returncode, through_dirac, output = _parameters_through(diracx_sandbox, str(job.job_id))
+    assert returncode == 0, output
+    assert through_dirac == through_diracx
+
+    cli = diracx_sandbox.run("dirac", "km3", "job-parameters", "--parameter", "KM3OutputDIDs", str(job.job_id))
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert json.loads(cli.stdout) == {str(job.job_id): {"KM3OutputDIDs": parameters["KM3OutputDIDs"]}}
+
+    # the production manager (another person, JobAdministrator) reads anyone's job
+    returncode, by_manager, output = _parameters_through(diracx_sandbox, "--diracx", "-p", "KM3OutputDIDs",
+                                                         str(job.job_id), as_identity="km3prodmgr")
+    assert (returncode, by_manager) == (0, {str(job.job_id): {"KM3OutputDIDs": parameters["KM3OutputDIDs"]}}), \
+        output
+
+
+def _submitted_and_killed(sandbox: RunningSandbox, work: Path, as_identity: str) -> list[int]:
+    """A job of ``as_identity`` in JobDB (submitted through DiracX), killed at once so that it takes no JobAgent
+    time (DIRAC's JobManager: no DiracX route kills in 0.7's CLI)."""
+    jdl = work / f"{as_identity}.jdl"
+    jdl.write_text(f'[ Executable = "/bin/true"; JobName = "{as_identity}-owned"; ]')
+    submitted = sandbox.run("dirac", "jobs", "submit", str(jdl), as_identity=as_identity)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_ids = [int(job_id) for job_id in re.search(r"ids: ([\d, ]+)", submitted.stdout).group(1).split(",")]
+    killed = sandbox.run("dirac-wms-job-kill", *map(str, job_ids), as_identity=as_identity)
+    assert killed.returncode == 0, killed.stdout + killed.stderr
+    return job_ids
+
+
+def test_job_parameters_through_diracx_are_refused_to_another_user_and_name_unknown_jobs(
+        diracx_sandbox: RunningSandbox, diracx_jobs: dict[str, SubmittedJob], tmp_path: Path):
+    job = diracx_jobs[KM3_PATH]
+    unknown = job.job_id + 10**6
+    returncode, by_alice, output = _parameters_through(diracx_sandbox, "--diracx", str(job.job_id),
+                                                       as_identity="alice")
+    assert (returncode, by_alice) == (1, {}), output
+    assert f"alice (group km3net_user) may not read job {job.job_id}: it belongs to another user" in output
+    assert "KM3OutputDIDs" not in output
+
+    # a bulk read: the unknown job is named, the good one beside it is read
+    returncode, mixed, output = _parameters_through(diracx_sandbox, "--diracx", "-p", "KM3OutputDIDs",
+                                                    str(job.job_id), str(unknown))
+    assert returncode == 1 and list(mixed) == [str(job.job_id)] and "KM3OutputDIDs" in mixed[str(job.job_id)], \
+        output
+    assert f"job {unknown} not found in VO km3net" in output
+
+    # the single-job route answers with DiracX's HTTP statuses
+    assert _get_one_job(diracx_sandbox, job.job_id, "alice") == {"status": 403, "body": {"detail": (
+        f"alice (group km3net_user) may not read job {job.job_id}: it belongs to another user (a user reads the "
+        "parameters of their own jobs, a JobAdministrator all)")}}
+    assert _get_one_job(diracx_sandbox, unknown, "user") == {
+        "status": 404, "body": {"detail": f"job {unknown} not found in VO km3net"}}
+    own = _get_one_job(diracx_sandbox, job.job_id, "user")
+    assert own["status"] == 200 and own["body"]["JobID"] == job.job_id, own
+    assert own["body"]["Parameters"]["KM3OutputDIDs"] == mixed[str(job.job_id)]["KM3OutputDIDs"]
+
+    # a bulk read of the caller's job and someone else's: the own one is read, the other named
+    (job_of_alice,) = _submitted_and_killed(diracx_sandbox, tmp_path, "alice")
+    returncode, own_of_two, output = _parameters_through(diracx_sandbox, "--diracx", "-p", "KM3OutputDIDs",
+                                                         str(job.job_id), str(job_of_alice))
+    assert (returncode, list(own_of_two)) == (1, [str(job.job_id)]), output
+    assert f"km3user (group km3net_user) may not read job {job_of_alice}: it belongs to another user" in output
+
+    refused = diracx_sandbox.run("dirac-km3-job-parameters", "--diracx", "12x")
+    assert refused.returncode == 2 and "not job IDs (whole numbers): 12x" in refused.stdout + refused.stderr
+
+
 def test_status_updates_and_parameters_of_the_wrappers_go_through_diracx(diracx_sandbox: RunningSandbox,
                                                                            diracx_jobs: dict[str, SubmittedJob]):
     """DIRAC's JobStateUpdate FutureClient: the JobAgent's and JobWrapper's calls are DiracX requests (its access

@@ -29,6 +29,9 @@ HOST_NAME = "localhost"
 USER_NAME = "km3user"
 USER_GROUP = f"{VO}_user"  # the group LocalDiracConfig's Registry defines
 PRODUCTION_GROUP = f"{VO}_prod"  # the user as production manager (dirac-km3-sandbox env --as prodmanager)
+#: JobAdministrator: a production manager reads and manages every job of the VO (DIRAC's JobPolicy; DiracX's
+#: WMSAccessPolicy, hence the parameters of anyone's job through KM3DIRAC's DiracX route /api/km3dirac)
+PRODUCTION_GROUP_PROPERTIES = ("NormalUser", "ProductionManagement", "JobAdministrator")
 #: minutes DIRAC's JobWrapper holds back a job's failover request (DIRAC's default 45): a registration deferred while
 #: Rucio was down is retried this soon after the job ends, then at every RequestExecutingAgent cycle
 FAILOVER_REQUEST_DELAY_MINUTES = 1
@@ -339,7 +342,7 @@ Registry
     {PRODUCTION_GROUP}
     {{
       Users = {USER_NAME}
-      Properties = NormalUser, ProductionManagement
+      Properties = {", ".join(PRODUCTION_GROUP_PROPERTIES)}
       VO = {VO}
     }}
   }}

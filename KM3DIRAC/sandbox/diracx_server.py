@@ -219,6 +219,9 @@ def server_environment(paths: DiracXPaths, base_env: dict[str, str], url: str, m
         "DIRACX_SANDBOX_STORE_S3_CLIENT_KWARGS": json.dumps({
             "endpoint_url": f"http://{LOOPBACK}:{s3_port}", "aws_access_key_id": S3_ACCESS_KEY,
             "aws_secret_access_key": S3_ACCESS_KEY}),
+        # KM3DIRAC's DiracX extension (km3diracx, entry points of setup.cfg): its routes under /api/km3dirac. DiracX
+        # enables every installed service; said here so that the sandbox does not depend on that default
+        "DIRACX_SERVICE_KM3DIRAC_ENABLED": "true",
         # the tasks broker (redis) is not run: nothing in the routers the sandbox uses needs it
         "DIRACX_TASKS_REDIS_URL": "redis://127.0.0.1:1",
     })

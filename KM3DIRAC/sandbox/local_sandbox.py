@@ -120,7 +120,7 @@ class Identity:
 IDENTITIES = (
     Identity("user", USER_NAME, USER_GROUP, "user-proxy.pem", "the sandbox's user (Rucio's administrator root)"),
     Identity("prodmanager", USER_NAME, PRODUCTION_GROUP, "prodmanager-proxy.pem",
-             "the same person as production manager (ProductionManagement)"),
+             "the same person as production manager (ProductionManagement, JobAdministrator)"),
     # people of their own, each with own certificate, proxy and Rucio account (KM3DIRAC.sandbox.accounts)
     *(Identity(p.user, p.user, p.group, f"{p.user}-proxy.pem", p.what, p.account) for p in PEOPLE),
 )

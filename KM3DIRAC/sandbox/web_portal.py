@@ -29,7 +29,8 @@ ROOT_URL = "/DIRAC"
 
 
 def portal_cfg_text(user_name: str) -> str:
-    """The ``/WebApp`` section of the sandbox and its production manager group, with ``user_name`` in it."""
+    """The ``/WebApp`` section of the sandbox and its production manager group, with ``user_name`` in it (the
+    group's properties are the sandbox's: ``KM3DIRAC.sandbox.dirac_components.PRODUCTION_GROUP_PROPERTIES``)."""
     return f"""WebApp
 {{
   # identity comes in headers set by the sandbox's front (KM3DIRAC.sandbox.portal_front), which alone can reach
@@ -45,7 +46,6 @@ Registry
     {PRODUCTION_MANAGER_GROUP}
     {{
       Users = {user_name}
-      Properties = NormalUser, ProductionManagement
       VO = {VO}
     }}
   }}

@@ -18,9 +18,10 @@ Usage:
 
 DIR defaults to .work/sandbox in the source tree. `status` exits with 1 when a component is not healthy.
 Identities (--as): `user` (km3user, group km3net_user; the default) and `prodmanager` (km3user in group
-km3net_prod, with ProductionManagement), both Rucio's administrator root; `alice` and `bob` (users, Rucio accounts
-alice and bob owning their homes' scopes user.alice, user.bob) and `km3prodmgr` (the production manager, group
-km3net_prod, Rucio account km3prod owning the scope production), each with own certificate, proxy and rucio.cfg.
+km3net_prod, with ProductionManagement and JobAdministrator), both Rucio's administrator root; `alice` and `bob`
+(users, Rucio accounts alice and bob owning their homes' scopes user.alice, user.bob) and `km3prodmgr` (the production
+manager, group km3net_prod, Rucio account km3prod owning the scope production), each with own certificate, proxy and
+rucio.cfg.
 In that environment DIRAC's and Rucio's commands talk to the sandbox,
 e.g. `dirac-wms-job-submit job.jdl` or `rucio whoami`.
 """

@@ -90,3 +90,30 @@ def job_states(job_ids: list[int]) -> dict[int, dict]:
     with DiracXClient() as api:
         found = api.jobs.search(parameters=["JobID", "Status", "MinorStatus", "ApplicationStatus"], search=search)
     return {int(job["JobID"]): job for job in found}
+
+
+def job_parameters(job_ids: list[int], names: list[str] | None = None):
+    """The job parameters of ``job_ids`` read through DiracX (KM3DIRAC's route ``POST /api/km3dirac/jobs/parameters``
+    of its DiracX extension km3diracx), as a :class:`km3diracx.api.JobParametersResult`: each readable job's
+    parameters, and the reason for each other job (not found, not the caller's)."""
+    from DIRAC import gConfig
+    from DIRAC.Core.Security.DiracX import DiracXClient
+
+    from km3diracx.api import JobParametersReadError, bulk_request, read_bulk_response
+
+    url = gConfig.getValue("/DiracX/URL", "")
+    try:
+        with DiracXClient() as api:
+            response = api.send_request(bulk_request(job_ids, names))
+    except ValueError as error:  # no /DiracX/URL, no token in the proxy
+        raise DiracXJobError(f"DiracX is not usable: {error} (run dirac-proxy-init with /DiracX/URL set)") from error
+    except Exception as error:  # connection errors of diracx-client (azure-core ServiceRequestError ...)
+        raise DiracXJobError(f"DiracX at {url} could not be asked for job parameters: {error}") from error
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text()
+    try:
+        return read_bulk_response(url, response.status_code, body)
+    except JobParametersReadError as error:
+        raise DiracXJobError(str(error)) from error
