@@ -271,15 +271,13 @@ def _rest_benchmark(client, ours, core, counter: RequestCounter, args: argparse.
          lambda dids: client.list_replicas(dids, resolve_archives=False)),
     ):
         print(f"{workload}: {args.files} / {args.core_files} LFNs", flush=True)
-        results += [
-            measure(counter, workload, "KM3DIRAC", args.files, lambda c=ours_call: c(sets["KM3DIRAC"]),
-                    all_successful(args.files), args.repeats),
-            measure(counter, workload, "raw bulk", args.files,
-                    lambda c=raw_call: raw_bulk_read(c, sets["raw bulk"]), all_successful(args.files),
-                    args.repeats),
-            measure(counter, workload, "DIRAC core", args.core_files,
-                    lambda c=core_call: c(sets["DIRAC core"]), all_successful(args.core_files), args.repeats),
-        ]
+        results += measure_interleaved(counter, workload, [  # taking turns: on a shared machine, the same load
+            ("KM3DIRAC", args.files, lambda c=ours_call: c(sets["KM3DIRAC"]), all_successful(args.files)),
+            ("raw bulk", args.files, lambda c=raw_call: raw_bulk_read(c, sets["raw bulk"]),
+             all_successful(args.files)),
+            ("DIRAC core", args.core_files, lambda c=core_call: c(sets["DIRAC core"]),
+             all_successful(args.core_files)),
+        ], args.repeats)
     results += _find_benchmark(client, ours, core, counter, args)
     return results
 
@@ -360,12 +358,26 @@ def _scale_benchmark(server: RucioServer, client, ours, counter: RequestCounter,
                     found[name] = complete
         return {"OK": True, "Value": {"Successful": found, "Failed": {}}}
 
+    def each_dataset(call: Callable[[str], object]) -> Callable[[], dict]:
+        def calls() -> dict:
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                list(pool.map(call, datasets))
+            return {"OK": True, "Value": {"Successful": dict.fromkeys(lfns, True), "Failed": {}}}
+
+        return calls
+
     repeats = args.repeats if size <= 100_000 else 1
     workload = f"noURL@{size // 1000}k"
     measurements = measure_interleaved(counter, workload, [
         ("raw dsets", size, raw_dataset_calls, all_successful(size)),
         ("KM3DIRAC", size, lambda: ours.getReplicas(lfns, getUrl=False), placement_check(size)),
     ], repeats)
+    if args.breakdown:  # where the raw dataset calls' time goes: the deep counts alone, the file listings alone
+        measurements += measure_interleaved(counter, workload, [
+            ("counts", size, each_dataset(lambda d: list(client.list_dataset_replicas(SCOPE, d, deep=True))),
+             all_successful(size)),
+            ("listings", size, each_dataset(lambda d: list(client.list_files(SCOPE, d))), all_successful(size)),
+        ], 1)
     measurements += [
         measure(counter, workload, "raw bulk", len(sample),
                 lambda: raw_bulk_read(lambda dids: client.list_replicas(dids, resolve_archives=False), sample),
@@ -475,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", type=int, default=100, help="run datasets the scale files are in (default 100)")
     parser.add_argument("--exists-max", type=int, default=100_000,
                         help="largest scale size exists is measured at (default 100000)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the raw dataset calls' two kinds apart (deep counts, file listings)")
     parser.add_argument("--raw-sample", type=int, default=3000,
                         help="files raw list_replicas reads at each scale size, compared per LFN (default 3000)")
     args = parser.parse_args(argv)

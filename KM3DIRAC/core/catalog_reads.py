@@ -218,12 +218,16 @@ class CatalogReads:
             dids = self._placement_per_dataset(dids, result)
         by_did = {did: lfn for lfn, did in dids.items()}
         seen: set[DID] = set()
-        for chunk in chunks(list(by_did)):
+
+        def rows_of(chunk: list[DID]) -> list[dict]:
             try:
-                rows = list(self.client.list_replicas([did.as_dict() for did in chunk], all_states=all_status,
+                return list(self.client.list_replicas([did.as_dict() for did in chunk], all_states=all_status,
                                                       ignore_availability=True, resolve_archives=False))
             except DataIdentifierNotFound:
-                rows = []
+                return []
+
+        # the server builds a URL per replica (milliseconds a file): several chunks in flight use its workers
+        for rows in parallel_map(rows_of, list(chunks(list(by_did)))):
             for row in rows:
                 did = DID(row["scope"], row["name"])
                 states = row.get("states", {})
