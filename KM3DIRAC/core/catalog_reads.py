@@ -256,17 +256,18 @@ class CatalogReads:
     def _placement_per_dataset(self, dids: dict[str, DID], result: Bulk) -> dict[str, DID]:
         """Fill ``result`` for the files whose placement is proven per dataset; return the others."""
         placement = prove_placement(self.client, dids.values())
+        proven, successful = placement.proven, result.successful
         rest = {}
         answers: dict[int, dict[str, bool]] = {}  # per RSE list (one a dataset): each file gets a copy
         for lfn, did in dids.items():
-            rses = placement.proven.get(did)
+            rses = proven.get(did)
             if rses is None:
                 rest[lfn] = did
                 continue
             answer = answers.get(id(rses))
             if answer is None:
                 answer = answers[id(rses)] = dict.fromkeys(rses, True)
-            result.successful[lfn] = answer.copy()
+            successful[lfn] = answer.copy()
         return rest
 
     def replica_status(self, lfns: dict[str, Any]) -> Bulk:

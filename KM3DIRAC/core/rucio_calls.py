@@ -14,6 +14,7 @@ Only errors that say "the server was not reached or did not answer" are retried:
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -126,3 +127,37 @@ def build_client(settings: dict[str, Any], policy: RucioCallPolicy, client_class
 def client_arguments(settings: dict[str, Any], policy: RucioCallPolicy) -> dict[str, Any]:
     """rucio Client keyword arguments with the policy's per-request time-out."""
     return {**settings, "timeout": policy.timeout}
+
+
+def list_attached_files(client: Any, scope: str, name: str) -> list[tuple[str, str]]:
+    """``(scope, name)`` of the files attached to a collection: Rucio's ``list_files`` (``GET /dids/<scope>/<name>/
+    files``), its streamed answer parsed as one JSON document.
+
+    rucio-clients parses each streamed line apart, with a datetime hook (about 5 us a file: in a million-file
+    listing the client's largest cost, paid under one interpreter lock). This sends the same request through the
+    client's own request method (its token, re-authentication, the retry policy of a :class:`RetryingClient`) and
+    raises the same exceptions; where that method is missing (another rucio-clients version), plain ``list_files``.
+    """
+    rucio = getattr(client, "wrapped", client)
+    send = getattr(rucio, "_send_request", None)
+    if send is None or not hasattr(rucio, "DIDS_BASEURL") or not hasattr(rucio, "list_hosts"):
+        return [(row["scope"], row["name"]) for row in client.list_files(scope, name)]
+
+    def listing() -> list[tuple[str, str]]:
+        from urllib.parse import quote_plus
+
+        from rucio.client.baseclient import choice
+        from rucio.common.constants import HTTPMethod
+        from rucio.common.utils import build_url
+
+        path = "/".join([rucio.DIDS_BASEURL, quote_plus(scope), quote_plus(name), "files"])
+        response = send(build_url(choice(rucio.list_hosts), path=path), method=HTTPMethod.GET)
+        if response.status_code != 200:
+            error, message = rucio._get_exception(headers=response.headers, status_code=response.status_code,
+                                                  data=response.content)
+            raise error(message)
+        lines = [line for line in response.text.split("\n") if line]  # one JSON object a line, no raw newline inside
+        return [(row["scope"], row["name"]) for row in json.loads(f"[{','.join(lines)}]")]
+
+    policy = getattr(client, "policy", None)
+    return call_with_retries(policy, listing, what="list_files") if isinstance(policy, RucioCallPolicy) else listing()
