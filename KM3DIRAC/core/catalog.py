@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -301,9 +302,13 @@ class RucioCatalog(CatalogProvenance, CatalogReplicaStatus):
         scopes, base = self._scopes_and_base(path)
         found: set[DID] = set()
         for scope in scopes:
-            names = self._search(scope, f"{base or self.mapper.root}/*", typed)
-            if typed:
-                names |= self._inherited_matches(scope, base, typed)
+            pattern = f"{base or self.mapper.root}/*"
+            if typed:  # the files' own metadata and their directories' searched at once
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    inherited = pool.submit(self._inherited_matches, scope, base, typed)
+                    names = self._search(scope, pattern, typed) | inherited.result()
+            else:
+                names = self._search(scope, pattern, typed)
             found.update(DID(scope, name) for name in names)
         return found
 
