@@ -220,8 +220,9 @@ def _write_night(daq: Path, runs: list[int], files_per_run: int) -> dict[str, tu
 
 def _kill_at(shore, line_start: str) -> str:
     """Start the command, SIGKILL it as soon as a stdout line starts with ``line_start``; its output."""
-    process = subprocess.Popen(shore["command"]("--read-events=no", "--chunk-files=10", "--streams=2"), stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True, env=shore["env"], cwd=shore["tmp"])
+    process = subprocess.Popen(shore["command"]("--read-events=no", "--chunk-files=10", "--streams=2"),
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=shore["env"],
+                               cwd=shore["tmp"])
     seen = []
     try:
         assert process.stdout is not None
@@ -293,3 +294,52 @@ def test_bad_names_and_conflicts_are_named_and_the_good_files_go_in(shore, rucio
     missing_scope = shore["ingest"]("--close-by=never", "--scope=nosuchscope")
     assert missing_scope.returncode == 1 and "scope nosuchscope does not exist in Rucio" in missing_scope.stdout, \
         missing_scope
+
+
+def test_a_name_rucio_would_refuse_is_named_and_the_others_go_in(shore, rucio_client):
+    """'+' is outside Rucio's DID name pattern (KM3DIRAC's LFN checks allow it): Rucio would refuse every bulk call
+    holding that file; it is refused by name before any call, the others are ingested, the run stays open."""
+    daq = shore["daq"]
+    disk = _write_night(daq, [50001], 11)
+    bad = daq / "KM3NeT_00000133_00050001.a+b.root"
+    bad.write_bytes(b"refused")
+    result = shore["ingest"]("--read-events=no")
+    assert result.returncode == 1, result
+    assert f"refused {bad}: {bad}: /km3net/{shore['scope']}/raw/133/50001/{bad.name}: character(s) '+' not " \
+        "allowed in a Rucio DID name" in result.stderr, result.stderr
+    assert "11 files registered" in result.stdout and "1 refused" in result.stdout, result.stdout
+    assert _rucio_state(rucio_client, shore, {(133, 50001)}) == _expected_state(shore, disk, closed=set())
+
+
+def test_a_file_rucio_refuses_inside_a_registration_call_is_named_and_the_others_go_in(shore, rucio_client):
+    """Another client registers one of the files (other content) after the pass checked Rucio: Rucio refuses the
+    whole registration call; it is split until that file is named, the others of its call go in, nothing of the
+    refused file is changed, and its run is not closed."""
+    from KM3DIRAC.core.catalog import RucioCatalog
+    from KM3DIRAC.core.checksums import adler32_of_file
+    from KM3DIRAC.core.ingest import Ingestion, IngestSettings
+
+    daq, scope, rse = shore["daq"], shore["scope"], shore["rse"]
+    disk = _write_night(daq, [50002], 12)
+    taken = sorted(disk)[5]
+    taken_lfn = f"{_dataset(scope, 133, 50002)}/{taken}"
+    other_rse = f"OTHER-{uuid.uuid4().hex[:8].upper()}"
+    add_directory_rse(rucio_client, other_rse, shore["tmp"] / "other")
+
+    def checksum_while_another_client_registers(path: Path) -> str:
+        if path.name == taken:
+            rucio_client.add_replicas(other_rse, [{"scope": scope, "name": taken_lfn, "bytes": 3,
+                                                   "adler32": "00000001"}])
+        return adler32_of_file(path)
+
+    settings = IngestSettings(rse=rse, directory=daq, scope=scope, settle_seconds=0, read_events=False)
+    result = Ingestion(RucioCatalog(rucio_client), settings, checksum=checksum_while_another_client_registers) \
+        .run_pass()
+    assert list(result.refused) == [str(daq / taken)], result.refused
+    assert f"registration at {rse} failed" in result.refused[str(daq / taken)], result.refused
+    assert result.files == 11 and not result.runs[next(iter(result.runs))].closed
+    del disk[taken]
+    assert _rucio_state(rucio_client, shore, {(133, 50002)}) == _expected_state(shore, disk, closed=set())
+    assert rucio_client.get_metadata(scope, taken_lfn)["bytes"] == 3
+    (replica,) = rucio_client.list_replicas([{"scope": scope, "name": taken_lfn}], all_states=True)
+    assert set(replica["rses"]) == {other_rse}, replica  # no shore replica left by the refused call

@@ -333,7 +333,6 @@ class Ingestion:
         for path, reason in scan.refused.items():
             self.progress(f"refused {path}: {reason}")
         files = self._with_lfns(scan.files, result)
-        by_lfn = {f.lfn: f for f in files}
         existing = self.catalog.did_metadata(self._did(f.lfn) for f in files)
         runs: dict[RunKey, list[DiskFile]] = defaultdict(list)
         for f in files:
@@ -390,7 +389,7 @@ class Ingestion:
         self._attach_again({run: fs for run, fs in to_attach.items() if run in good}, holders, datasets, result)
         self._rules({holders[datasets[run]] for run in good},
                     {holders[datasets[run]] for run in good if states[datasets[run]].holder_row(FILES) is None})
-        self._close(scan, runs, good, holders, datasets, result, by_lfn)
+        self._close(scan, good, holders, datasets, result)
         result.seconds = time.monotonic() - started
         return result
 
@@ -402,6 +401,10 @@ class Ingestion:
         seen: dict[str, DiskFile] = {}
         for f in files:
             f.lfn = f"{self.settings.dataset_lfn(f.run)}/{f.name}"
+            problem = self.catalog.validator.name_problem(f.lfn, self._did(f.lfn))
+            if problem:  # Rucio would refuse the whole bulk call it is in
+                result.refused[str(f.path)] = f"{f.path}: {problem}: not ingested, rename it"
+                continue
             if f.lfn in seen:
                 result.refused[str(f.path)] = (f"{f.path}: a file of the same name is at {seen[f.lfn].path}; both "
                                                f"would be {f.lfn}: not ingested")
@@ -559,8 +562,8 @@ class Ingestion:
                 except DuplicateRule:
                     pass
 
-    def _close(self, scan: Scan, runs: dict[RunKey, list[DiskFile]], good: set[RunKey], holders: dict[DID, DID],
-               datasets: dict[RunKey, DID], result: PassResult, by_lfn: dict[str, DiskFile]) -> None:
+    def _close(self, scan: Scan, good: set[RunKey], holders: dict[DID, DID], datasets: dict[RunKey, DID],
+               result: PassResult) -> None:
         settings = self.settings
         if settings.close_by == CLOSE_NEVER:
             return
@@ -571,7 +574,7 @@ class Ingestion:
                 writing_runs.add(parse_raw_name(path.name.removesuffix(".part").removesuffix(".tmp"))[0])
             except RunInfoError:
                 continue
-        refused_runs = {f.run for f in by_lfn.values() if str(f.path) in result.refused}
+        refused_runs = {f.run for f in scan.files if str(f.path) in result.refused}  # bad names too
         now = time.time()
         complete = []
         for run in sorted(good):
