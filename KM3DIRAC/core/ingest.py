@@ -588,12 +588,14 @@ class Ingestion:
                 continue
             complete.append(run)
 
+        # the run's metadata on its dataset too (directory metadata, inherited by its files in DFC searches): the
+        # replication policy selects complete run datasets by it (policies/replication.yaml); in bulk, then closed
+        for chunk in chunks(complete):
+            self.client.set_dids_metadata_bulk([{**holders[datasets[run]].as_dict(), "meta": {
+                DETECTOR_KEY: run.detector, RUN_KEY: run.run, DATATYPE_KEY: settings.datatype}} for run in chunk])
+
         def close(run: RunKey) -> RunKey:
             holder = holders[datasets[run]]
-            # the run's metadata on its dataset too (directory metadata, inherited by its files in DFC searches):
-            # the replication policy selects complete run datasets by it (policies/replication.yaml)
-            self.client.set_metadata_bulk(holder.scope, holder.name, {
-                DETECTOR_KEY: run.detector, RUN_KEY: run.run, DATATYPE_KEY: settings.datatype})
             self.client.set_status(holder.scope, holder.name, open=False)
             return run
 
