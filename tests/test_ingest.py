@@ -343,3 +343,42 @@ def test_a_file_rucio_refuses_inside_a_registration_call_is_named_and_the_others
     assert rucio_client.get_metadata(scope, taken_lfn)["bytes"] == 3
     (replica,) = rucio_client.list_replicas([{"scope": scope, "name": taken_lfn}], all_states=True)
     assert set(replica["rses"]) == {other_rse}, replica  # no shore replica left by the refused call
+
+
+# ----------------------------------------------------------------------------------------------- Rucio's daemons
+def _run_rucio_daemons(rucio_server, names: str) -> None:
+    """One pass of Rucio's daemons as the sandbox runs them (KM3DIRAC.sandbox.rucio_daemons), on the test server."""
+    done = subprocess.run([str(rucio_server.venv / "bin" / "python"), "-m", "KM3DIRAC.sandbox.rucio_daemons",
+                           "--once", f"--only={names}"], capture_output=True, text=True, timeout=300, check=False,
+                          env=rucio_server.server_env(), cwd=rucio_server.work_dir)
+    assert done.returncode == 0 and "pass failed" not in done.stderr, done.stderr[-3000:]
+
+
+def test_a_subscription_makes_the_rule_of_a_newly_ingested_run_which_gets_its_later_files(shore, rucio_client,
+                                                                                         rucio_server):
+    """policies/replication.yaml's data-driven form: an entry ``as: subscription`` is a Rucio subscription; Rucio's
+    transmogrifier makes its rule on the run dataset dirac-km3-ingest creates (datatype set at creation), and the
+    judge-evaluator gives that rule of the still-open run the files ingested later."""
+    from KM3DIRAC.core.replication_policy import ensure_subscription, parse_policy
+
+    scope, daq = shore["scope"], shore["daq"]
+    entry = parse_policy({"policies": [{
+        "name": f"raw-{uuid.uuid4().hex[:8]}", "scopes": [scope], "match": {"datatype": "raw"},
+        "copies": [{"rse_expression": "KM3-DISK-1", "copies": 1}], "as": "subscription"}]}).entries[0]
+    assert ensure_subscription(rucio_client, entry, "root") == "created"
+    (subscription,) = rucio_client.list_subscriptions(name=entry.name, account="root")
+    _write_night(daq, [60001], 2)
+    assert shore["ingest"]("--read-events=no", "--close-by=never").returncode == 0
+    dataset = _dataset(scope, 133, 60001)
+    _run_rucio_daemons(rucio_server, "transmogrifier,judge-evaluator")
+    (rule,) = [r for r in rucio_client.list_did_rules(scope, dataset) if r["rse_expression"] == "KM3-DISK-1"]
+    assert rule["subscription_id"] == subscription["id"], rule
+    assert len(list(rucio_client.list_replica_locks(rule["id"]))) == 2
+    later = daq / "KM3NeT_00000133_00060001.f0002.root"
+    later.write_bytes(os.urandom(64))
+    second = shore["ingest"]("--read-events=no", "--close-by=never")
+    assert "1 files registered" in second.stdout, second.stdout
+    _run_rucio_daemons(rucio_server, "transmogrifier,judge-evaluator")
+    assert {lock["name"] for lock in rucio_client.list_replica_locks(rule["id"])} == \
+        {f"{dataset}/{path.name}" for path in daq.glob("*.root")}
+    assert [r["rse_expression"] for r in rucio_client.list_did_rules(scope, dataset)].count("KM3-DISK-1") == 1

@@ -377,7 +377,10 @@ class Ingestion:
         left = set(result.refused) | set(result.writing)
         new = [f for f in new if str(f.path) not in left]
         work_runs = sorted(run for run in runs if run not in closed_runs)
-        holders, problems = self.catalog.ensure_directories({datasets[run]: FILES for run in work_runs})
+        # the run's metadata on its dataset from its creation: a Rucio subscription (policies/replication.yaml,
+        # ``as: subscription``) matches the new dataset by it when the transmogrifier first sees it
+        holders, problems = self.catalog.ensure_directories(
+            {datasets[run]: FILES for run in work_runs}, meta={datasets[run]: self._run_meta(run) for run in work_runs})
         waiting = {str(f.path) for f in new} | {str(f.path) for fs in to_attach.values() for f in fs}
         for run in [r for r in work_runs if datasets[r] in problems]:
             for f in runs[run]:
@@ -411,6 +414,9 @@ class Ingestion:
                 continue
             seen[f.lfn] = f
         return list(seen.values())
+
+    def _run_meta(self, run: RunKey) -> dict[str, Any]:
+        return {DETECTOR_KEY: run.detector, RUN_KEY: run.run, DATATYPE_KEY: self.settings.datatype}
 
     def _attached_names(self, holder: DID | None) -> set[str]:
         if holder is None:
@@ -588,11 +594,12 @@ class Ingestion:
                 continue
             complete.append(run)
 
-        # the run's metadata on its dataset too (directory metadata, inherited by its files in DFC searches): the
-        # replication policy selects complete run datasets by it (policies/replication.yaml); in bulk, then closed
+        # the run's metadata on its dataset (set at its creation; again here for datasets made by other clients):
+        # directory metadata, inherited by its files in DFC searches, by which the replication policy selects
+        # complete run datasets (policies/replication.yaml); in bulk, then closed
         for chunk in chunks(complete):
-            self.client.set_dids_metadata_bulk([{**holders[datasets[run]].as_dict(), "meta": {
-                DETECTOR_KEY: run.detector, RUN_KEY: run.run, DATATYPE_KEY: settings.datatype}} for run in chunk])
+            self.client.set_dids_metadata_bulk([{**holders[datasets[run]].as_dict(), "meta": self._run_meta(run)}
+                                                for run in chunk])
 
         def close(run: RunKey) -> RunKey:
             holder = holders[datasets[run]]
