@@ -6,9 +6,10 @@ Run with ``make bench-ingest`` (or ``.venv/bin/python -m bench.ingest_bench --he
 computing centre. At each size (``--sizes``, default 10k and 100k files, ``--files-per-run`` per run, every run
 with its end-of-run marker), the DAQ directory is filled with small files named like KM3NeT raw data, then:
 
-- ``km3dirac``: one ingestion pass (:class:`KM3DIRAC.core.ingest.Ingestion`): scan, existence check in Rucio,
-  adler32, registration with metadata and PFN, run datasets (with their parent containers), attachment, a rule per
-  run dataset at the shore RSE and one at the computing-centre RSE, closing the run datasets;
+- ``km3dirac``: one ingestion pass (:class:`KM3DIRAC.core.ingest.Ingestion`, ``--streams`` calls in flight):
+  scan, existence check in Rucio, adler32, run datasets (with their parent containers), registration with
+  metadata and PFN and attachment in one ``attach_dids_to_dids`` call per 1000 files naming the shore RSE, a rule
+  per run dataset at the shore RSE and one at the computing-centre RSE, closing the run datasets;
 - ``raw``: the same writes as plain bulk rucio-clients calls in one stream, with no existence check: containers
   and datasets by ``add_dids``, ``add_replicas`` (1000 files a call, PFN and metadata), ``attach_dids_to_dids``,
   ``add_replication_rule`` on 1000 datasets a call per RSE, ``set_status`` per dataset; adler32 computed alike.
@@ -53,12 +54,12 @@ def count_requests(access_log: Path) -> int:
         return sum(1 for _ in log)
 
 
-def ingest_km3dirac(client, scope: str, daq: Path) -> None:
+def ingest_km3dirac(client, scope: str, daq: Path, streams: int) -> None:
     from KM3DIRAC.core.catalog import RucioCatalog
     from KM3DIRAC.core.ingest import Ingestion, IngestSettings
 
     settings = IngestSettings(rse=SHORE, directory=daq, scope=scope, settle_seconds=0, read_events=False,
-                              dataset_rules=(CENTRE,))
+                              dataset_rules=(CENTRE,), streams=streams)
     result = Ingestion(RucioCatalog(client), settings).run_pass()
     assert not result.refused, list(result.refused.items())[:3]
     assert sum(o.closed for o in result.runs.values()) == len(result.runs)
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000", help="files per measurement (default 10000,100000)")
     parser.add_argument("--files-per-run", type=int, default=100)
+    parser.add_argument("--streams", type=int, default=2, help="KM3DIRAC's calls in flight (Ingestion/Streams)")
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="km3dirac-ingest-bench-"))
@@ -141,12 +143,14 @@ def main(argv: list[str] | None = None) -> int:
                 if approach == "raw":
                     ingest_raw(client, scope, daq, "file://localhost")
                 else:
-                    ingest_km3dirac(client, scope, daq)
+                    ingest_km3dirac(client, scope, daq, args.streams)
                 seconds = time.monotonic() - started
                 requests = count_requests(access_log) - before
                 rows.append((size, approach, len(runs), seconds, requests))
+                load = os.getloadavg()[0]
                 print(f"{size:>7} files, {len(runs):>5} runs, {approach:<8}: {seconds:7.1f} s, "
-                      f"{size / seconds:6.0f} files/s, {requests} requests", flush=True)
+                      f"{size / seconds:6.0f} files/s, {1000 * seconds / size:5.2f} ms a file, {requests} requests, "
+                      f"load average {load:.1f} (2 cores)", flush=True)
     finally:
         server.stop()
     print()
@@ -160,9 +164,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{ours_s / raw_s:18.2f} {raw_r:>10}/{ours_r}")
     if len(by_size) > 1:
         small, large = min(by_size), max(by_size)
-        growth = by_size[large]["km3dirac"][1] / by_size[small]["km3dirac"][1]
-        print(f"km3dirac growth {small} -> {large} files: x{growth:.1f} time for x{large / small:.0f} files "
-              "(linear: equal)")
+        for approach in ("raw", "km3dirac"):
+            growth = by_size[large][approach][1] / by_size[small][approach][1]
+            per_file = growth * small / large
+            print(f"{approach} growth {small} -> {large} files: x{growth:.1f} time for x{large / small:.0f} files, "
+                  f"time per file x{per_file:.2f} (linear: 1.00)")
     print("absolute times are on a machine shared with other work (loaded): compare the ratios")
     return 0
 

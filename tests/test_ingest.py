@@ -220,8 +220,9 @@ def _write_night(daq: Path, runs: list[int], files_per_run: int) -> dict[str, tu
 
 def _kill_at(shore, line_start: str) -> str:
     """Start the command, SIGKILL it as soon as a stdout line starts with ``line_start``; its output."""
-    process = subprocess.Popen(shore["command"]("--read-events=no", "--chunk-files=20"), stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True, env=shore["env"], cwd=shore["tmp"])
+    process = subprocess.Popen(shore["command"]("--read-events=no", "--chunk-files=10", "--streams=2"),
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=shore["env"],
+                               cwd=shore["tmp"])
     seen = []
     try:
         assert process.stdout is not None
@@ -238,14 +239,15 @@ def _kill_at(shore, line_start: str) -> str:
 
 def test_killed_at_several_points_then_rerun_nothing_duplicated_nothing_missed(shore, rucio_client):
     daq = shore["daq"]
-    disk = _write_night(daq, [20001, 20002, 20003], 30)  # 90 files: chunks of 20 files per registration call
+    # 90 files: chunks of 10 files per registration call, two calls in flight
+    disk = _write_night(daq, [20001, 20002, 20003], 30)
     runs = {(133, run) for run in (20001, 20002, 20003)}
-    # killed while it checks Rucio (before any write), then twice after its first chunk (inside the next one)
-    for point in ("scanned ", "registered 20/", "registered 20/"):
+    # killed while it checks Rucio (before any write), then twice after its first chunk (the next ones in flight)
+    for point in ("scanned ", "registered 10/", "registered 10/"):
         _kill_at(shore, point)
     partial = _rucio_state(rucio_client, shore, runs)
     registered = sum(len(entry["files"]) for entry in partial.values())
-    assert 40 <= registered < len(disk), registered  # the kills really cut registrations short
+    assert 20 <= registered < len(disk), registered  # the kills really cut registrations short
     _kill_at(shore, "run detector 133 run 20001: complete")  # killed while it closes the complete runs
     assert rucio_client.get_metadata(shore["scope"], _dataset(shore["scope"], 133, 20001))["is_open"] is False
     final = shore["ingest"]("--read-events=no")
@@ -292,3 +294,91 @@ def test_bad_names_and_conflicts_are_named_and_the_good_files_go_in(shore, rucio
     missing_scope = shore["ingest"]("--close-by=never", "--scope=nosuchscope")
     assert missing_scope.returncode == 1 and "scope nosuchscope does not exist in Rucio" in missing_scope.stdout, \
         missing_scope
+
+
+def test_a_name_rucio_would_refuse_is_named_and_the_others_go_in(shore, rucio_client):
+    """'+' is outside Rucio's DID name pattern (KM3DIRAC's LFN checks allow it): Rucio would refuse every bulk call
+    holding that file; it is refused by name before any call, the others are ingested, the run stays open."""
+    daq = shore["daq"]
+    disk = _write_night(daq, [50001], 11)
+    bad = daq / "KM3NeT_00000133_00050001.a+b.root"
+    bad.write_bytes(b"refused")
+    result = shore["ingest"]("--read-events=no")
+    assert result.returncode == 1, result
+    assert f"refused {bad}: {bad}: /km3net/{shore['scope']}/raw/133/50001/{bad.name}: character(s) '+' not " \
+        "allowed in a Rucio DID name" in result.stderr, result.stderr
+    assert "11 files registered" in result.stdout and "1 refused" in result.stdout, result.stdout
+    assert _rucio_state(rucio_client, shore, {(133, 50001)}) == _expected_state(shore, disk, closed=set())
+
+
+def test_a_file_rucio_refuses_inside_a_registration_call_is_named_and_the_others_go_in(shore, rucio_client):
+    """Another client registers one of the files (other content) after the pass checked Rucio: Rucio refuses the
+    whole registration call; it is split until that file is named, the others of its call go in, nothing of the
+    refused file is changed, and its run is not closed."""
+    from KM3DIRAC.core.catalog import RucioCatalog
+    from KM3DIRAC.core.checksums import adler32_of_file
+    from KM3DIRAC.core.ingest import Ingestion, IngestSettings
+
+    daq, scope, rse = shore["daq"], shore["scope"], shore["rse"]
+    disk = _write_night(daq, [50002], 12)
+    taken = sorted(disk)[5]
+    taken_lfn = f"{_dataset(scope, 133, 50002)}/{taken}"
+    other_rse = f"OTHER-{uuid.uuid4().hex[:8].upper()}"
+    add_directory_rse(rucio_client, other_rse, shore["tmp"] / "other")
+
+    def checksum_while_another_client_registers(path: Path) -> str:
+        if path.name == taken:
+            rucio_client.add_replicas(other_rse, [{"scope": scope, "name": taken_lfn, "bytes": 3,
+                                                   "adler32": "00000001"}])
+        return adler32_of_file(path)
+
+    settings = IngestSettings(rse=rse, directory=daq, scope=scope, settle_seconds=0, read_events=False)
+    result = Ingestion(RucioCatalog(rucio_client), settings, checksum=checksum_while_another_client_registers) \
+        .run_pass()
+    assert list(result.refused) == [str(daq / taken)], result.refused
+    assert f"registration at {rse} failed" in result.refused[str(daq / taken)], result.refused
+    assert result.files == 11 and not result.runs[next(iter(result.runs))].closed
+    del disk[taken]
+    assert _rucio_state(rucio_client, shore, {(133, 50002)}) == _expected_state(shore, disk, closed=set())
+    assert rucio_client.get_metadata(scope, taken_lfn)["bytes"] == 3
+    (replica,) = rucio_client.list_replicas([{"scope": scope, "name": taken_lfn}], all_states=True)
+    assert set(replica["rses"]) == {other_rse}, replica  # no shore replica left by the refused call
+
+
+# ----------------------------------------------------------------------------------------------- Rucio's daemons
+def _run_rucio_daemons(rucio_server, names: str) -> None:
+    """One pass of Rucio's daemons as the sandbox runs them (KM3DIRAC.sandbox.rucio_daemons), on the test server."""
+    done = subprocess.run([str(rucio_server.venv / "bin" / "python"), "-m", "KM3DIRAC.sandbox.rucio_daemons",
+                           "--once", f"--only={names}"], capture_output=True, text=True, timeout=300, check=False,
+                          env=rucio_server.server_env(), cwd=rucio_server.work_dir)
+    assert done.returncode == 0 and "pass failed" not in done.stderr, done.stderr[-3000:]
+
+
+def test_a_subscription_makes_the_rule_of_a_newly_ingested_run_which_gets_its_later_files(shore, rucio_client,
+                                                                                         rucio_server):
+    """policies/replication.yaml's data-driven form: an entry ``as: subscription`` is a Rucio subscription; Rucio's
+    transmogrifier makes its rule on the run dataset dirac-km3-ingest creates (datatype set at creation), and the
+    judge-evaluator gives that rule of the still-open run the files ingested later."""
+    from KM3DIRAC.core.replication_policy import ensure_subscription, parse_policy
+
+    scope, daq = shore["scope"], shore["daq"]
+    entry = parse_policy({"policies": [{
+        "name": f"raw-{uuid.uuid4().hex[:8]}", "scopes": [scope], "match": {"datatype": "raw"},
+        "copies": [{"rse_expression": "KM3-DISK-1", "copies": 1}], "as": "subscription"}]}).entries[0]
+    assert ensure_subscription(rucio_client, entry, "root") == "created"
+    (subscription,) = rucio_client.list_subscriptions(name=entry.name, account="root")
+    _write_night(daq, [60001], 2)
+    assert shore["ingest"]("--read-events=no", "--close-by=never").returncode == 0
+    dataset = _dataset(scope, 133, 60001)
+    _run_rucio_daemons(rucio_server, "transmogrifier,judge-evaluator")
+    (rule,) = [r for r in rucio_client.list_did_rules(scope, dataset) if r["rse_expression"] == "KM3-DISK-1"]
+    assert rule["subscription_id"] == subscription["id"], rule
+    assert len(list(rucio_client.list_replica_locks(rule["id"]))) == 2
+    later = daq / "KM3NeT_00000133_00060001.f0002.root"
+    later.write_bytes(os.urandom(64))
+    second = shore["ingest"]("--read-events=no", "--close-by=never")
+    assert "1 files registered" in second.stdout, second.stdout
+    _run_rucio_daemons(rucio_server, "transmogrifier,judge-evaluator")
+    assert {lock["name"] for lock in rucio_client.list_replica_locks(rule["id"])} == \
+        {f"{dataset}/{path.name}" for path in daq.glob("*.root")}
+    assert [r["rse_expression"] for r in rucio_client.list_did_rules(scope, dataset)].count("KM3-DISK-1") == 1

@@ -122,15 +122,20 @@ class CatalogDirectories(CatalogReads):
         return DID(did.scope, parent)
 
     # ------------------------------------------------------------------------------------------- creation
-    def ensure_directories(self, needs: dict[DID, str]) -> tuple[dict[DID, DID], dict[DID, str]]:
+    def ensure_directories(self, needs: dict[DID, str], meta: dict[DID, dict] | None = None,
+                           ) -> tuple[dict[DID, DID], dict[DID, str]]:
         """Make sure each directory can hold what ``needs`` says (``FILES`` or ``SUBDIRS``), creating the missing
         collections (and ancestors) and attaching them. Returns ``({directory: holder of that role},
-        {directory: problem})``.
+        {directory: problem})``. ``meta``: DID metadata of the collection holding a directory's files, set in
+        the call that creates it (Rucio's transmogrifier sees a new collection with its metadata, never without).
 
         Safe against other clients doing the same at once: a creation that loses a race is read again, and the
         type the other client chose is used (its companion is created when the role needs the other type)."""
         wanted: dict[DID, set[str]] = defaultdict(set)
+        meta_of: dict[DID, dict] = {}
         for directory, role in needs.items():
+            if meta and directory in meta:
+                meta_of[DID(directory.scope, directory_name(directory.name))] = meta[directory]
             directory = DID(directory.scope, directory_name(directory.name))
             wanted[directory].add(role)
             for ancestor in self.mapper.ancestors(directory.name):
@@ -138,6 +143,7 @@ class CatalogDirectories(CatalogReads):
         touched: dict[DID, str] = {}  # collections created or revived here (and their types): they get attached
         problems: dict[DID, str] = {}
         states: dict[DID, DirectoryDIDs] = {}
+        created_meta: dict[DID, dict] = {}
         for _ in range(ENSURE_ROUNDS):
             states = self.directory_dids(wanted, include_removed=True)
             problems = {}
@@ -156,13 +162,16 @@ class CatalogDirectories(CatalogReads):
                         if to_create.get(target, HOLDER_TYPE[role]) != HOLDER_TYPE[role]:
                             target = companion_of(state.did)
                         to_create[target] = HOLDER_TYPE[role]
+                        if role == FILES and directory in meta_of:
+                            created_meta[target] = meta_of[directory]
                     elif plan[1] == "revive":
                         to_revive.append(plan[0])
                         touched[plan[0]] = HOLDER_TYPE[role]
             if not to_create and not to_revive:
                 break
             if to_create:
-                created = self._add_collections([{**did.as_dict(), "type": kind}
+                created = self._add_collections([{**did.as_dict(), "type": kind,
+                                                  **({"meta": created_meta[did]} if did in created_meta else {})}
                                                  for did, kind in sorted(to_create.items(), key=lambda i: str(i[0]))])
                 touched.update({did: kind for did, kind in to_create.items() if did in created})
             if to_revive:
@@ -269,7 +278,8 @@ class CatalogDirectories(CatalogReads):
             created = set()
             for collection in collections:
                 try:
-                    self.client.add_did(collection["scope"], collection["name"], collection["type"])
+                    self.client.add_did(collection["scope"], collection["name"], collection["type"],
+                                        meta=collection.get("meta"))
                     created.add(DID(collection["scope"], collection["name"]))
                 except DataIdentifierAlreadyExists:
                     pass

@@ -9,14 +9,19 @@ One pass (:func:`ingest_pass`, run by ``dirac-km3-ingest`` from cron every few m
    only state, so a pass killed at any point is completed by the next one, and nothing is registered twice;
 3. register the new files in bulk: adler32, size, metadata from the name (``DetectorID``, ``run_number``,
    ``datatype``, ``Stream``) and, where km3io reads the file, ``events``, ``StartTime``/``EndTime`` (UTC); one
-   ``add_replicas`` call per 1000 files with each replica's PFN (the shore-station RSE is non-deterministic: files
-   stay at the DAQ's paths), DID metadata set by the server in the same transaction as the replica;
-4. attach them to their run dataset (KM3DIRAC's directory convention, created with its parent containers as the
-   catalog makes them) and pin the run dataset at the shore RSE by one rule (KM3DIRAC's catalog convention);
+   ``attach_dids_to_dids`` call per ``chunk_files`` files naming the shore RSE (Rucio's "register replicas where
+   they are and attach them" form): the file DIDs with their metadata, their replicas with each PFN (the
+   shore-station RSE is non-deterministic: files stay at the DAQ's paths) and their attachment to the run dataset
+   (KM3DIRAC's directory convention, created with its parent containers as the catalog makes them) in one server
+   transaction; ``streams`` such calls at a time (the server's time goes into the per-file metadata writes);
+   a call Rucio refuses is split in halves until the refused file is named, the others go in;
+4. pin each run dataset at the shore RSE by one rule (KM3DIRAC's catalog convention), rules in bulk, ``streams``
+   calls at a time;
 5. close the run datasets of complete runs (end-of-run marker, declared run list, or a quiet period).
 
-Crash safety comes from the order: a file DID exists only with its replica (one server transaction); a DID that
-exists unattached is attached by the next pass; a dataset is closed only after every file of its run on disk is
+Crash safety comes from the order: a file DID exists only with its replica and its attachment (one server
+transaction); a DID that exists unattached (registered by another client, or by an older KM3DIRAC which attached in
+a second call) is attached by the next pass; a dataset is closed only after every file of its run on disk is
 registered and attached. A file DID that exists is never registered again, even if its shore replica is gone (the
 replication step deletes shore copies once replicated: a leftover file on disk does not bring the copy back).
 """
@@ -34,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from KM3DIRAC.core.catalog_directories import FILES, CatalogDirectories
-from KM3DIRAC.core.catalog_reads import FILE, chunks
+from KM3DIRAC.core.catalog_reads import FILE, chunks, parallel_map
 from KM3DIRAC.core.checksums import adler32_of_file
 from KM3DIRAC.core.errors import KM3DiracError
 from KM3DIRAC.core.lfn import DID
@@ -47,6 +52,9 @@ CLOSE_MODES = (CLOSE_BY_MARKER, CLOSE_BY_RUN_LIST, CLOSE_BY_QUIET, CLOSE_NEVER)
 DEFAULT_LAYOUT = "/{vo}/{scope}/raw/{detector}/{run}"
 WRITING_SUFFIXES = (".part", ".tmp")
 LOCK_SUFFIX = ".lock"
+ATTACHMENT_FILES = 1000  # Rucio's schema: at most 1000 DIDs per attachment
+RULE_DATASETS = 100  # run datasets per add_replication_rule call
+MAX_STREAMS = 8
 DATATYPE_KEY, STREAM_KEY, START_KEY, END_KEY = "datatype", "Stream", "StartTime", "EndTime"
 
 
@@ -60,7 +68,8 @@ class IngestSettings:
 
     ``layout``: the run dataset's LFN, a ``str.format`` template of ``vo``, ``scope``, ``detector``, ``run``
     (format specs allowed: ``KM3NeT_{detector:08d}``). ``dataset_rules``: RSE expressions given one rule each per
-    run dataset (empty by default: replication is the replication policy's; the benchmark uses it)."""
+    run dataset (empty by default: replication is the replication policy's; the benchmark uses it). ``streams``:
+    registration, rule and closing calls in flight at a time."""
 
     rse: str
     directory: Path
@@ -76,6 +85,7 @@ class IngestSettings:
     read_events: bool = True
     dataset_rules: tuple[str, ...] = ()
     chunk_files: int = 1000
+    streams: int = 2
 
     def __post_init__(self) -> None:
         if self.close_by not in CLOSE_MODES:
@@ -84,6 +94,8 @@ class IngestSettings:
             raise IngestError("CloseRunsBy runlist needs RunList (a file of '<detector> <run>' lines)")
         if not 0 < self.chunk_files <= 10000:
             raise IngestError(f"ChunkFiles {self.chunk_files}: between 1 and 10000 files per registration call")
+        if not 0 < self.streams <= MAX_STREAMS:
+            raise IngestError(f"Streams {self.streams}: between 1 and {MAX_STREAMS} calls at a time")
         if self.settle_seconds < 0 or self.quiet_seconds < 0:
             raise IngestError("SettleSeconds and QuietSeconds must not be negative")
         try:
@@ -321,7 +333,6 @@ class Ingestion:
         for path, reason in scan.refused.items():
             self.progress(f"refused {path}: {reason}")
         files = self._with_lfns(scan.files, result)
-        by_lfn = {f.lfn: f for f in files}
         existing = self.catalog.did_metadata(self._did(f.lfn) for f in files)
         runs: dict[RunKey, list[DiskFile]] = defaultdict(list)
         for f in files:
@@ -366,7 +377,10 @@ class Ingestion:
         left = set(result.refused) | set(result.writing)
         new = [f for f in new if str(f.path) not in left]
         work_runs = sorted(run for run in runs if run not in closed_runs)
-        holders, problems = self.catalog.ensure_directories({datasets[run]: FILES for run in work_runs})
+        # the run's metadata on its dataset from its creation: a Rucio subscription (policies/replication.yaml,
+        # ``as: subscription``) matches the new dataset by it when the transmogrifier first sees it
+        holders, problems = self.catalog.ensure_directories(
+            {datasets[run]: FILES for run in work_runs}, meta={datasets[run]: self._run_meta(run) for run in work_runs})
         waiting = {str(f.path) for f in new} | {str(f.path) for fs in to_attach.values() for f in fs}
         for run in [r for r in work_runs if datasets[r] in problems]:
             for f in runs[run]:
@@ -378,7 +392,7 @@ class Ingestion:
         self._attach_again({run: fs for run, fs in to_attach.items() if run in good}, holders, datasets, result)
         self._rules({holders[datasets[run]] for run in good},
                     {holders[datasets[run]] for run in good if states[datasets[run]].holder_row(FILES) is None})
-        self._close(scan, runs, good, holders, datasets, result, by_lfn)
+        self._close(scan, good, holders, datasets, result)
         result.seconds = time.monotonic() - started
         return result
 
@@ -390,12 +404,19 @@ class Ingestion:
         seen: dict[str, DiskFile] = {}
         for f in files:
             f.lfn = f"{self.settings.dataset_lfn(f.run)}/{f.name}"
+            problem = self.catalog.validator.name_problem(f.lfn, self._did(f.lfn))
+            if problem:  # Rucio would refuse the whole bulk call it is in
+                result.refused[str(f.path)] = f"{f.path}: {problem}: not ingested, rename it"
+                continue
             if f.lfn in seen:
                 result.refused[str(f.path)] = (f"{f.path}: a file of the same name is at {seen[f.lfn].path}; both "
                                                f"would be {f.lfn}: not ingested")
                 continue
             seen[f.lfn] = f
         return list(seen.values())
+
+    def _run_meta(self, run: RunKey) -> dict[str, Any]:
+        return {DETECTOR_KEY: run.detector, RUN_KEY: run.run, DATATYPE_KEY: self.settings.datatype}
 
     def _attached_names(self, holder: DID | None) -> set[str]:
         if holder is None:
@@ -422,23 +443,19 @@ class Ingestion:
 
     def _register(self, files: list[DiskFile], holders: dict[DID, DID], datasets: dict[RunKey, DID],
                   result: PassResult) -> None:
-        from rucio.common.exception import RucioException
-
+        """Register the new files with their replicas and attach them (module docstring, step 3), ``streams``
+        calls at a time; progress and counts in the order of the chunks."""
         total = len(files)
         done = 0
         started = time.monotonic()
-        for chunk in chunks(files, self.settings.chunk_files):
-            replicas = [{**self._did(f.lfn).as_dict(), "bytes": f.size, "adler32": f.adler32, "pfn": self._pfn(f),
-                         "meta": f.meta} for f in chunk]
-            try:
-                self.client.add_replicas(self.settings.rse, replicas)
-            except RucioException as error:
-                for f in chunk:
-                    result.refused[str(f.path)] = f"{f.path}: registration at {self.settings.rse} failed: {error}"
-                self.progress(f"registration of {len(chunk)} files failed (the next pass retries): {error}")
-                continue
-            self._attach(chunk, holders, datasets)
+        tasks = list(chunks(sorted(files, key=lambda f: (f.run, f.name)), self.settings.chunk_files))
+        outcomes = parallel_map(lambda chunk: self._register_chunk(chunk, holders, datasets), tasks,
+                                self.settings.streams)
+        for chunk, failures in zip(tasks, outcomes, strict=True):
             for f in chunk:
+                if str(f.path) in failures:
+                    result.refused[str(f.path)] = failures[str(f.path)]
+                    continue
                 outcome = result.run(f.run, self.settings.dataset_lfn(f.run))
                 outcome.registered += 1
                 outcome.bytes += f.size
@@ -447,29 +464,74 @@ class Ingestion:
                 night = result.nights.setdefault(_night(f.mtime), {"files": 0, "bytes": 0, "runs": 0})
                 night["files"] += 1
                 night["bytes"] += f.size
-            done += len(chunk)
+            done += len(chunk) - len(failures)
+            if failures:
+                self.progress(f"registration of {len(failures)} of {len(chunk)} files refused by Rucio: "
+                              f"{next(iter(failures.values()))}")
             rate = done / max(time.monotonic() - started, 1e-6)
             self.progress(f"registered {done}/{total} files ({rate:.1f} files/s)")
         runs_per_night: dict[str, set[RunKey]] = defaultdict(set)
         for f in files:
-            runs_per_night[_night(f.mtime)].add(f.run)
+            if str(f.path) not in result.refused:
+                runs_per_night[_night(f.mtime)].add(f.run)
         for night, night_runs in runs_per_night.items():
             if night in result.nights:
                 result.nights[night]["runs"] = len(night_runs)
 
-    def _attach(self, files: list[DiskFile], holders: dict[DID, DID], datasets: dict[RunKey, DID]) -> None:
+    def _register_chunk(self, chunk: list[DiskFile], holders: dict[DID, DID],
+                        datasets: dict[RunKey, DID]) -> dict[str, str]:
+        """One registration call; {path: why} of the files Rucio refused. A refused call is split in halves until
+        the refused files are named (the others go in); errors that are no file's fault fail the whole chunk
+        (the next pass retries), a missing scope is raised."""
+        from rucio.common.exception import (
+            AccessDenied,
+            CannotAuthenticate,
+            DatabaseException,
+            ResourceTemporaryUnavailable,
+            RSENotFound,
+            RucioException,
+            ScopeNotFound,
+            ServerConnectionException,
+            ServiceUnavailable,
+        )
+
+        try:
+            self.client.attach_dids_to_dids(self._attachments(chunk, holders, datasets, register=True),
+                                            ignore_duplicate=True)
+            return {}
+        except ScopeNotFound:
+            raise
+        except (AccessDenied, CannotAuthenticate, DatabaseException, ResourceTemporaryUnavailable, RSENotFound,
+                ServerConnectionException, ServiceUnavailable) as error:
+            reason = error
+        except RucioException as error:
+            if len(chunk) > 1:
+                half = len(chunk) // 2
+                return {**self._register_chunk(chunk[:half], holders, datasets),
+                        **self._register_chunk(chunk[half:], holders, datasets)}
+            reason = error
+        return {str(f.path): f"{f.path}: registration at {self.settings.rse} failed: {reason}" for f in chunk}
+
+    def _attachments(self, files: list[DiskFile], holders: dict[DID, DID], datasets: dict[RunKey, DID],
+                     register: bool = False) -> list[dict]:
+        """``attach_dids_to_dids``'s attachments of ``files`` to their run datasets; ``register``: with what
+        registers each file and its shore replica in the same call (size, adler32, PFN, metadata, the RSE)."""
         children: dict[DID, list[dict]] = defaultdict(list)
         for f in files:
-            children[holders[datasets[f.run]]].append(self._did(f.lfn).as_dict())
-        self.client.attach_dids_to_dids([{**holder.as_dict(), "dids": dids} for holder, dids in children.items()],
-                                        ignore_duplicate=True)
+            child = self._did(f.lfn).as_dict()
+            if register:
+                child.update(bytes=f.size, adler32=f.adler32, pfn=self._pfn(f), meta=f.meta)
+            children[holders[datasets[f.run]]].append(child)
+        extra = {"rse": self.settings.rse} if register else {}
+        return [{**holder.as_dict(), **extra, "dids": part}
+                for holder, dids in children.items() for part in chunks(dids, ATTACHMENT_FILES)]
 
     def _attach_again(self, files: dict[RunKey, list[DiskFile]], holders: dict[DID, DID],
                       datasets: dict[RunKey, DID], result: PassResult) -> None:
-        """Files registered by a pass that was killed before it attached them."""
+        """Files registered earlier but not attached (another client's, or an older pass's)."""
         flat = [f for run_files in files.values() for f in run_files]
         for chunk in chunks(flat, self.settings.chunk_files):
-            self._attach(chunk, holders, datasets)
+            self.client.attach_dids_to_dids(self._attachments(chunk, holders, datasets), ignore_duplicate=True)
         for run, run_files in files.items():
             result.run(run, self.settings.dataset_lfn(run)).attached_again += len(run_files)
             self.progress(f"run {run}: {len(run_files)} files registered earlier attached to its dataset now")
@@ -478,32 +540,36 @@ class Ingestion:
         """One rule per run dataset at the shore RSE (KM3DIRAC's pinning convention: Rucio does not reap the
         shore copy before the replication step releases it) and at each of ``dataset_rules``. Datasets created by
         this pass have none: their rules are made in bulk; older ones (a killed pass may have left them without)
-        are asked first."""
+        are asked first. ``streams`` calls at a time."""
+        wanted = (self.settings.rse, *self.settings.dataset_rules)
+        holders = sorted(holders, key=str)
+        older = [holder for holder in holders if holder not in new]
+        present = dict(zip(older, parallel_map(
+            lambda holder: {rule["rse_expression"] for rule in self.client.list_did_rules(holder.scope, holder.name)},
+            older, self.settings.streams), strict=True))
+        tasks = []
+        for expression in wanted:
+            missing = [holder for holder in holders if expression not in present.get(holder, set())]
+            tasks.extend((expression, chunk) for chunk in chunks(missing, RULE_DATASETS))
+        for _ in parallel_map(lambda task: self._add_rules(*task), tasks, self.settings.streams):
+            pass
+
+    def _add_rules(self, expression: str, datasets: list[DID]) -> None:
         from rucio.common.exception import DuplicateRule
 
-        wanted = (self.settings.rse, *self.settings.dataset_rules)
-        missing: dict[str, list[DID]] = defaultdict(list)
-        for holder in sorted(holders, key=str):
-            present = set() if holder in new else \
-                {rule["rse_expression"] for rule in self.client.list_did_rules(holder.scope, holder.name)}
-            for expression in wanted:
-                if expression not in present:
-                    missing[expression].append(holder)
-        for expression, datasets in missing.items():
-            for chunk in chunks(datasets):
+        try:
+            self.client.add_replication_rule([d.as_dict() for d in datasets], 1, expression, grouping="NONE",
+                                             ignore_availability=True)
+        except DuplicateRule:  # another pass made some meanwhile: one by one
+            for dataset in datasets:
                 try:
-                    self.client.add_replication_rule([d.as_dict() for d in chunk], 1, expression, grouping="NONE",
+                    self.client.add_replication_rule([dataset.as_dict()], 1, expression, grouping="NONE",
                                                      ignore_availability=True)
-                except DuplicateRule:  # another pass made some meanwhile: one by one
-                    for dataset in chunk:
-                        try:
-                            self.client.add_replication_rule([dataset.as_dict()], 1, expression, grouping="NONE",
-                                                             ignore_availability=True)
-                        except DuplicateRule:
-                            pass
+                except DuplicateRule:
+                    pass
 
-    def _close(self, scan: Scan, runs: dict[RunKey, list[DiskFile]], good: set[RunKey], holders: dict[DID, DID],
-               datasets: dict[RunKey, DID], result: PassResult, by_lfn: dict[str, DiskFile]) -> None:
+    def _close(self, scan: Scan, good: set[RunKey], holders: dict[DID, DID], datasets: dict[RunKey, DID],
+               result: PassResult) -> None:
         settings = self.settings
         if settings.close_by == CLOSE_NEVER:
             return
@@ -514,8 +580,9 @@ class Ingestion:
                 writing_runs.add(parse_raw_name(path.name.removesuffix(".part").removesuffix(".tmp"))[0])
             except RunInfoError:
                 continue
-        refused_runs = {f.run for f in by_lfn.values() if str(f.path) in result.refused}
+        refused_runs = {f.run for f in scan.files if str(f.path) in result.refused}  # bad names too
         now = time.time()
+        complete = []
         for run in sorted(good):
             if run in writing_runs or run in refused_runs:
                 continue
@@ -525,12 +592,21 @@ class Ingestion:
                 continue
             if settings.close_by == CLOSE_BY_QUIET and now - scan.newest.get(run, now) < settings.quiet_seconds:
                 continue
+            complete.append(run)
+
+        # the run's metadata on its dataset (set at its creation; again here for datasets made by other clients):
+        # directory metadata, inherited by its files in DFC searches, by which the replication policy selects
+        # complete run datasets (policies/replication.yaml); in bulk, then closed
+        for chunk in chunks(complete):
+            self.client.set_dids_metadata_bulk([{**holders[datasets[run]].as_dict(), "meta": self._run_meta(run)}
+                                                for run in chunk])
+
+        def close(run: RunKey) -> RunKey:
             holder = holders[datasets[run]]
-            # the run's metadata on its dataset too (directory metadata, inherited by its files in DFC searches):
-            # the replication policy selects complete run datasets by it (policies/replication.yaml)
-            self.client.set_metadata_bulk(holder.scope, holder.name, {
-                DETECTOR_KEY: run.detector, RUN_KEY: run.run, DATATYPE_KEY: settings.datatype})
             self.client.set_status(holder.scope, holder.name, open=False)
+            return run
+
+        for run in parallel_map(close, complete, settings.streams):
             outcome = result.run(run, settings.dataset_lfn(run))
             outcome.closed = True
             self.progress(f"run {run}: complete, {outcome.dataset} closed")

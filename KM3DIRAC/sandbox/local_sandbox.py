@@ -83,7 +83,8 @@ DAQ_DIRECTORY = "daq"
 # a computing centre's tape (Rucio rse_type TAPE, attribute istape=True), bytes in a local directory: the tape copy
 # of KM3NeT's replication policy (policies/replication.yaml)
 TAPE_RSE_NAMES = ("KM3-TAPE-1",)
-# Rucio's judge-cleaner and reaper (KM3DIRAC.sandbox.rucio_daemons): seconds between passes
+# Rucio's transmogrifier, judge-evaluator, judge-cleaner and reaper (KM3DIRAC.sandbox.rucio_daemons): seconds
+# between passes
 RUCIO_DAEMONS_INTERVAL = 3
 PROXY_LIFETIME_SECONDS = 7 * 24 * 3600
 SERVICE_START_TIMEOUT = 180
@@ -481,10 +482,12 @@ class Sandbox:
                             env=env, cwd=self.paths.root)
 
     def _start_rucio_daemons(self) -> None:
-        """Rucio's judge-cleaner and reaper: expired rules go, unlocked replicas with a tombstone are deleted
-        (bytes included), as on a production Rucio; what releases the shore station's copies."""
+        """Rucio's transmogrifier (subscriptions make rules for new run datasets), judge-evaluator (rules of open
+        run datasets get the files attached later), judge-cleaner and reaper (expired rules go, unlocked replicas
+        with a tombstone are deleted, bytes included: what releases the shore station's copies), as on a
+        production Rucio."""
         venv = server_venv()
-        self._start_process("Rucio/judge-cleaner+reaper", "rucio-daemons",
+        self._start_process("Rucio/transmogrifier+judge+reaper", "rucio-daemons",
                             [str(venv / "bin" / "python"), "-m", "KM3DIRAC.sandbox.rucio_daemons",
                              str(RUCIO_DAEMONS_INTERVAL)],
                             env=server_environment(self.paths.rucio_dir / "rucio-server.cfg"), cwd=self.paths.rucio_dir)

@@ -29,6 +29,7 @@ OPTIONS = {
     "read-events": ("ReadEvents", "yes"),
     "dataset-rules": ("DatasetRules", ""),
     "chunk-files": ("ChunkFiles", "1000"),
+    "streams": ("Streams", "2"),
 }
 
 
@@ -45,9 +46,10 @@ def ingest_settings(given: dict[str, Any]) -> IngestSettings:
                           f"/Operations/Defaults/{SECTION}/Directory")
     try:
         settle, quiet, chunk = float(values["settle"]), float(values["quiet"]), int(values["chunk-files"])
+        streams = int(values["streams"])
     except ValueError:
         raise IngestError(f"SettleSeconds {values['settle']!r}, QuietSeconds {values['quiet']!r}, ChunkFiles "
-                          f"{values['chunk-files']!r}: numbers are needed") from None
+                          f"{values['chunk-files']!r}, Streams {values['streams']!r}: numbers are needed") from None
     rules = values["dataset-rules"]
     rules = tuple(r.strip() for r in (rules.split(",") if isinstance(rules, str) else rules) if r.strip())
     return IngestSettings(
@@ -57,4 +59,4 @@ def ingest_settings(given: dict[str, Any]) -> IngestSettings:
         run_list=Path(values["run-list"]) if values["run-list"] else None, quiet_seconds=quiet,
         marker_suffix=values["marker-suffix"],
         read_events=str(values["read-events"]).lower() in ("yes", "true", "1", "y"), dataset_rules=rules,
-        chunk_files=chunk)
+        chunk_files=chunk, streams=streams)

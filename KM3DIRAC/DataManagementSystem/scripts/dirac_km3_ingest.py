@@ -30,6 +30,7 @@ SWITCHES = {
     "read-events": "yes/no: read events and run times with km3io (CS Ingestion/ReadEvents, yes)",
     "dataset-rules": "comma-separated RSE expressions given a rule per run dataset (CS Ingestion/DatasetRules)",
     "chunk-files": "files per registration call (CS Ingestion/ChunkFiles, 1000)",
+    "streams": "registration, rule and closing calls in flight at a time (CS Ingestion/Streams, 2)",
 }
 
 
