@@ -7,7 +7,9 @@ Errors that concern the whole call (server unreachable, authentication) propagat
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import gc
 import logging
 import uuid
 from collections import defaultdict
@@ -65,6 +67,25 @@ def parallel_map(function: Callable[[T], R], items: list[T], workers: int = PARA
         return
     with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
         yield from pool.map(function, items)
+
+
+#: LFNs from which a call pauses Python's cyclic garbage collector (below, its passes cost little)
+PAUSE_GC_FROM = 100_000
+
+
+@contextlib.contextmanager
+def gc_paused(size: int) -> Iterator[None]:
+    """Python's cyclic collector paused while a call of ``size`` LFNs builds its millions of small objects: each
+    collection pass walks all of them again (1.3-1.9 s of 5 s client time for 1M LFNs measured). Nothing these
+    calls build is cyclic garbage; the collector runs again afterwards (unless it was off before)."""
+    if size < PAUSE_GC_FROM or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def guid_of(did: DID, stored: str | None) -> str:
@@ -210,6 +231,12 @@ class CatalogReads:
     def replicas(self, lfns: dict[str, Any], all_status: bool = False, urls: bool = True) -> Bulk:
         """``{lfn: {RSE: URL}}``; with ``urls=False`` ``{lfn: {RSE: True}}``, AVAILABLE replicas proven per dataset
         where possible (:mod:`KM3DIRAC.core.replica_placement`), the other files asked file by file."""
+        if not urls and not all_status:
+            with gc_paused(len(lfns)):
+                return self._replicas(lfns, all_status, urls)
+        return self._replicas(lfns, all_status, urls)
+
+    def _replicas(self, lfns: dict[str, Any], all_status: bool, urls: bool) -> Bulk:
         from rucio.common.exception import DataIdentifierNotFound
 
         result = Bulk()
