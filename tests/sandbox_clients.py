@@ -316,7 +316,8 @@ def application_history(job_id: str) -> dict:
 
 def job_requests(*job_ids: str) -> dict:
     """The RMS request each job left (its JobWrapper's failover request), for the jobs that have one: its ID,
-    status and operations."""
+    status as the RMS database holds it (``Assigned`` while an agent works on it: the ``Request`` object
+    ``peekRequest`` gives derives its status from its operations and never says Assigned) and operations."""
     from DIRAC.RequestManagementSystem.Client.ReqClient import ReqClient
 
     client = ReqClient()
@@ -324,7 +325,8 @@ def job_requests(*job_ids: str) -> dict:
     requests = {}
     for job_id, request_id in found["Successful"].items():
         request = _value(client.peekRequest(request_id), "peekRequest")
-        requests[str(job_id)] = {"request_id": request.RequestID, "status": request.Status, "job_id": request.JobID,
+        status = _value(client.getRequestStatus(request_id), "getRequestStatus")
+        requests[str(job_id)] = {"request_id": request.RequestID, "status": status, "job_id": request.JobID,
                                  "operations": [{"type": operation.Type, "status": operation.Status}
                                                 for operation in request]}
     return {"requests": requests}
