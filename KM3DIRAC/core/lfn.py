@@ -33,10 +33,10 @@ NAME_MAX_LENGTH = 250
 NAME_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f*%?]")
 #: the directory below ``/<vo>`` that holds users' homes ``<initial>/<name>``, and the prefix of their scopes
 USER_DIRECTORY = "user"
+USER_SCOPE_PREFIX = "user."
 #: base names whose every character is allowed everywhere (no wildcard, control character or ':')
 PLAIN_BASE_NAME = re.compile(r"[A-Za-z0-9._-]+")
-_UNCHECKED = object()
-USER_SCOPE_PREFIX = "user."
+_UNCHECKED = object()  # to_dids: a directory not looked at yet
 
 
 def user_scope(user_name: str) -> str:

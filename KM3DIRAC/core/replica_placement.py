@@ -136,7 +136,7 @@ def _group_by_dataset(dids: Iterable[DID], dataset_of: Callable[[DID], DID | Non
             else:
                 by_dataset[dataset].append(did)
         return by_dataset
-    datasets: dict[tuple[str, str], DID | None] = {}  # parent_dataset inline, once per directory (a million files)
+    datasets: dict[tuple[str, str], Any] = {}  # parent_dataset inline, once per directory (a million files)
     for did in dids:
         scope, name = did
         if name[:1] != "/":
@@ -153,7 +153,7 @@ def _group_by_dataset(dids: Iterable[DID], dataset_of: Callable[[DID], DID | Non
     return by_dataset
 
 
-_UNSEEN = DID("", "")
+_UNSEEN = object()  # _group_by_dataset: a directory not looked at yet
 
 
 def _complete_rses(client: Any, dataset: DID, readable: Callable[[str], bool]) -> tuple[Members, list[str]] | None:
