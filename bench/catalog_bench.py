@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import json
 import os
 import statistics
 import subprocess
@@ -326,6 +327,35 @@ def seed_by_sql(server: RucioServer, ours, size: int, datasets: int) -> tuple[li
     return lfns, [f"{base}/run{d:05d}" for d in range(datasets)]
 
 
+#: the statement of Rucio's deep ``list_dataset_replicas`` that dominates its time (rucio/core/replica.py): the
+#: dataset's files joined to their AVAILABLE replicas, counted per RSE
+DEEP_COUNT_SQL = ("SELECT r.rse_id, count(*) FROM contents c JOIN replicas r ON r.scope = c.child_scope AND "
+                  "r.name = c.child_name WHERE c.scope = '{scope}' AND c.name = '{name}' AND r.state = 'A' "
+                  "GROUP BY r.rse_id")
+
+
+def print_count_plans(server: RucioServer, datasets: list[str]) -> None:
+    """The deep count's statement planned with PostgreSQL's default random_page_cost (4, spinning disks) and with
+    the sandbox's (1.1, SSD / cached: KM3DIRAC.sandbox.postgres.PLANNER_SETTINGS), on the same data."""
+    for cost in ("4", "1.1"):
+        total, joins = 0.0, set()
+        for dataset in datasets:
+            answer = _psql(server, f"SET random_page_cost = {cost}; EXPLAIN (ANALYZE, FORMAT JSON) "
+                                   + DEEP_COUNT_SQL.format(scope=SCOPE, name=dataset))
+            plan = json.loads(answer[answer.index("["):])[0]  # after SET's own answer
+            total += plan["Execution Time"]
+            joins |= set(_scan_kinds(plan["Plan"]))
+        print(f"  deep count SQL, random_page_cost={cost}: {total / len(datasets):.0f} ms a dataset "
+              f"({len(datasets)} datasets; replicas read by {', '.join(sorted(joins))})", flush=True)
+
+
+def _scan_kinds(node: dict) -> list[str]:
+    kinds = [node["Node Type"]] if node.get("Relation Name") == "replicas" else []
+    for child in node.get("Plans", []):
+        kinds += _scan_kinds(child)
+    return kinds
+
+
 def _scale_benchmark(server: RucioServer, client, ours, counter: RequestCounter, size: int,
                      args: argparse.Namespace) -> list[Measurement]:
     print(f"scale {size}: seeding {size} files in {args.datasets} datasets by SQL (setup, not timed)", flush=True)
@@ -378,6 +408,7 @@ def _scale_benchmark(server: RucioServer, client, ours, counter: RequestCounter,
              all_successful(size)),
             ("listings", size, each_dataset(lambda d: list(client.list_files(SCOPE, d))), all_successful(size)),
         ], 1)
+        print_count_plans(server, datasets[:10])
     measurements += [
         measure(counter, workload, "raw bulk", len(sample),
                 lambda: raw_bulk_read(lambda dids: client.list_replicas(dids, resolve_archives=False), sample),
@@ -471,6 +502,9 @@ def _report_growth(results: list[Measurement]) -> None:
         line = ", ".join(f"{m.lfns}: {m.seconds:.1f} s" for m in points)
         print(f"growth {kind}: {line}; per file {large.lfns} vs {small.lfns}: "
               f"{large.per_1000 / small.per_1000:.2f}x (target <= 1.2)")
+    for m in scale:
+        if m.workload.startswith("noURL@") and m.lfns >= 1_000_000:
+            print(f"{m.workload} KM3DIRAC: {m.seconds:.1f} s for {m.lfns} LFNs (target: 1M in under 30 s)")
 
 
 def main(argv: list[str] | None = None) -> int:

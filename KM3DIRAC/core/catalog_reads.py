@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from KM3DIRAC.core.did_validation import DIDValidator, scope_cache_for
 from KM3DIRAC.core.lfn import DID, LFNMapper
-from KM3DIRAC.core.replica_placement import prove_placement
+from KM3DIRAC.core.replica_placement import DatasetProofs, prove_placement
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,6 +71,9 @@ def parallel_map(function: Callable[[T], R], items: list[T], workers: int = PARA
 
 #: LFNs from which a call pauses Python's cyclic garbage collector (below, its passes cost little)
 PAUSE_GC_FROM = 100_000
+#: replicas without URLs of this many LFNs or more: their datasets asked from the LFN strings, before the LFNs are
+#: checked (the server answers meanwhile)
+PREFETCH_PROOFS_FROM = 1000
 
 
 @contextlib.contextmanager
@@ -232,17 +235,20 @@ class CatalogReads:
         """``{lfn: {RSE: URL}}``; with ``urls=False`` ``{lfn: {RSE: True}}``, AVAILABLE replicas proven per dataset
         where possible (:mod:`KM3DIRAC.core.replica_placement`), the other files asked file by file."""
         if not urls and not all_status:
-            with gc_paused(len(lfns)):
-                return self._replicas(lfns, all_status, urls)
+            with gc_paused(len(lfns)), DatasetProofs(self.client) as proofs:
+                if len(lfns) >= PREFETCH_PROOFS_FROM:  # the server answers while the LFNs are checked
+                    proofs.ask_for_lfns(lfns, self.mapper.to_did)
+                return self._replicas(lfns, all_status, urls, proofs)
         return self._replicas(lfns, all_status, urls)
 
-    def _replicas(self, lfns: dict[str, Any], all_status: bool, urls: bool) -> Bulk:
+    def _replicas(self, lfns: dict[str, Any], all_status: bool, urls: bool,
+                  proofs: DatasetProofs | None = None) -> Bulk:
         from rucio.common.exception import DataIdentifierNotFound
 
         result = Bulk()
         dids = self.resolve(lfns, result)
-        if not urls and not all_status:
-            dids = self._placement_per_dataset(dids, result)
+        if proofs is not None:
+            dids = self._placement_per_dataset(dids, result, proofs)
         by_did = {did: lfn for lfn, did in dids.items()}
         seen: set[DID] = set()
 
@@ -280,9 +286,9 @@ class CatalogReads:
                     result.successful[lfn] = dict.fromkeys(result.successful[lfn], True)
         return result
 
-    def _placement_per_dataset(self, dids: dict[str, DID], result: Bulk) -> dict[str, DID]:
+    def _placement_per_dataset(self, dids: dict[str, DID], result: Bulk, proofs: DatasetProofs) -> dict[str, DID]:
         """Fill ``result`` for the files whose placement is proven per dataset; return the others."""
-        placement = prove_placement(self.client, dids.values())
+        placement = prove_placement(self.client, dids.values(), proofs=proofs)
         proven, successful = placement.proven, result.successful
         rest = {}
         answers: dict[int, dict[str, bool]] = {}  # per RSE list (one a dataset): each file gets a copy

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from KM3DIRAC.core.errors import InvalidLFNError
 from KM3DIRAC.core.lfn import DID
 from KM3DIRAC.core.rucio_calls import list_attached_files
 
@@ -94,21 +95,69 @@ def readable_rses(client: Any) -> Callable[[str], bool]:
     return readable
 
 
+class DatasetProofs:
+    """The per-dataset calls of :func:`prove_placement`, ``workers`` datasets at a time, asked as early as the
+    caller knows the datasets: a million-LFN caller asks them from the LFN strings (:meth:`ask_for_lfns`) and
+    validates the LFNs while the server answers. A dataset asked that turns out not to be needed costs its calls,
+    nothing else; one needed but not asked is asked when needed. Use as a context manager (the pool is shut down
+    on leaving, waiting for the calls in flight)."""
+
+    def __init__(self, client: Any, readable: Callable[[str], bool] | None = None,
+                 workers: int = PARALLEL_DATASETS) -> None:
+        self.client = client
+        self.readable = readable or readable_rses(client)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="dataset-proof")
+        self._asked: dict[DID, Future] = {}
+
+    def __enter__(self) -> DatasetProofs:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def ask(self, datasets: Iterable[DID]) -> None:
+        for dataset in datasets:
+            if dataset not in self._asked:
+                self._asked[dataset] = self._pool.submit(_complete_rses, self.client, dataset, self.readable)
+
+    def ask_for_lfns(self, lfns: Iterable[str], to_did: Callable[[str], DID],
+                     min_files: int = MIN_FILES_PER_DATASET) -> None:
+        """Ask for the datasets the LFNs' directories are, before the LFNs are checked: ``to_did`` maps a
+        directory LFN (one it refuses is not asked)."""
+        per_directory = Counter(lfn.rpartition("/")[0] for lfn in lfns if isinstance(lfn, str))
+        datasets = []
+        for directory, count in per_directory.items():
+            if count < min_files:
+                continue
+            try:
+                did = to_did(directory)
+            except InvalidLFNError:  # not a directory LFN: the checks after tell the caller what is wrong
+                continue
+            dataset = _directory_dataset(*did)
+            if dataset is not None:
+                datasets.append(dataset)
+        self.ask(datasets)
+
+    def proof(self, dataset: DID) -> tuple[Members, list[str]] | None:
+        self.ask([dataset])
+        return self._asked[dataset].result()
+
+
 def prove_placement(client: Any, dids: Iterable[DID],
                     dataset_of: Callable[[DID], DID | None] = parent_dataset,
                     readable: Callable[[str], bool] | None = None,
-                    min_files: int = MIN_FILES_PER_DATASET, workers: int = PARALLEL_DATASETS) -> Placement:
+                    min_files: int = MIN_FILES_PER_DATASET, workers: int = PARALLEL_DATASETS,
+                    proofs: DatasetProofs | None = None) -> Placement:
     """Split ``dids`` into files whose AVAILABLE replicas are proven per dataset and the rest; ``workers``
-    datasets are asked at a time."""
-    readable = readable or readable_rses(client)
+    datasets are asked at a time, or through ``proofs`` (which may have been asked for some already)."""
+    if proofs is None:
+        with DatasetProofs(client, readable, workers) as own:
+            return prove_placement(client, dids, dataset_of, min_files=min_files, proofs=own)
     placement = Placement()
     by_dataset = _group_by_dataset(dict.fromkeys(dids), dataset_of, placement.unproven)
-    eligible = [dataset for dataset, wanted in by_dataset.items() if len(wanted) >= min_files]
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(eligible) or 1))) as pool:
-        futures = {dataset: pool.submit(_complete_rses, client, dataset, readable) for dataset in eligible}
-        proofs = {dataset: future.result() for dataset, future in futures.items()}
+    proofs.ask(dataset for dataset, wanted in by_dataset.items() if len(wanted) >= min_files)
     for dataset, wanted in by_dataset.items():
-        proof = proofs.get(dataset)
+        proof = proofs.proof(dataset) if len(wanted) >= min_files else None
         if proof is None:
             placement.unproven.extend(wanted)
             continue

@@ -34,7 +34,8 @@ from KM3DIRAC.Resources.Catalog.RucioSettings import (
 log = gLogger.getSubLogger("RucioFileCatalog")
 
 def _lfn_keys(argument: Any) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
-    """DIRAC's argument forms (str, list, set, dict) -> ({lfn: value}, {lfn: original key}, {bad: reason}).
+    """DIRAC's argument forms (str, list, set, dict) -> ({lfn: value}, {lfn: original key where it differs},
+    {bad: reason}).
 
     Unlike DIRAC's ``checkArgumentFormat`` this does not ``normpath`` the LFN: ``..`` or ``//`` in an LFN is an
     error to report, not something to silently rewrite into another file's name.
@@ -47,6 +48,8 @@ def _lfn_keys(argument: Any) -> tuple[dict[str, Any], dict[str, str], dict[str, 
         items = argument
     else:
         return {}, {}, {str(argument): f"unsupported argument type {type(argument).__name__}"}
+    if all(type(key) is str and key[:1] == "/" for key in items):  # the usual form (a million LFNs): as given
+        return dict(items), {}, {}
     lfns, original, bad = {}, {}, {}
     for key, value in items.items():
         if not isinstance(key, str) or not key:
@@ -54,7 +57,8 @@ def _lfn_keys(argument: Any) -> tuple[dict[str, Any], dict[str, str], dict[str, 
             continue
         lfn = key[4:] if key.lower().startswith("lfn:") else key
         lfns[lfn] = value
-        original[lfn] = key
+        if lfn != key:
+            original[lfn] = key
     return lfns, original, bad
 
 
@@ -75,6 +79,8 @@ def lfn_method(function):
         except Exception as error:  # the whole call failed (server down, authentication): DIRAC expects S_ERROR
             log.exception(f"{function.__name__} failed")
             return S_ERROR(f"{function.__name__}: {type(error).__name__}: {error}")
+        if not original:  # every LFN as given (the usual form): the core's answer as it is
+            return S_OK({"Successful": result.successful, "Failed": {**bad, **result.failed}})
         return S_OK({
             "Successful": {original.get(lfn, lfn): value for lfn, value in result.successful.items()},
             "Failed": {**bad, **{original.get(lfn, lfn): reason for lfn, reason in result.failed.items()}},
@@ -492,12 +498,12 @@ class RucioFileCatalogClient(FileCatalogClientBase):
             result = self.setReplicaStatus(batch)
             if not result["OK"]:
                 for lfn, info in batch.items():
-                    failed.setdefault(original[lfn], {})[info["SE"]] = result["Message"]
+                    failed.setdefault(original.get(lfn, lfn), {})[info["SE"]] = result["Message"]
                 continue
             for lfn in result["Value"]["Successful"]:
-                successful.setdefault(original[lfn], []).append(batch[lfn]["SE"])
+                successful.setdefault(original.get(lfn, lfn), []).append(batch[lfn]["SE"])
             for lfn, reason in result["Value"]["Failed"].items():
-                failed.setdefault(original[lfn], {})[batch[lfn]["SE"]] = reason
+                failed.setdefault(original.get(lfn, lfn), {})[batch[lfn]["SE"]] = reason
         return S_OK({"Successful": successful, "Failed": failed})
 
 
