@@ -179,6 +179,40 @@ def test_files_in_no_dataset_flat_names_and_unknown_lfns(fc, rucio_client, scope
     assert fast == slow == {"Successful": expected, "Failed": {unknown: "No such file or directory"}}
 
 
+def test_datasets_asked_before_the_lfns_are_checked_still_answer_exactly(fc, rucio_client, scope_factory,
+                                                                          monkeypatch):
+    """A large call asks its datasets from the LFN strings alone, before the LFNs are checked
+    (``PREFETCH_PROOFS_FROM``, lowered here): malformed LFNs, an unknown scope, ``scope:name`` forms and a
+    directory of an unknown scope holding many asked LFNs beside a good run give what the unprefetched path gives."""
+    import KM3DIRAC.core.catalog_reads as catalog_reads
+    from KM3DIRAC.core.replica_placement import DatasetProofs
+
+    scope = scope_factory()
+    lfns = _run(fc, scope)
+    flat = f"flat-{uuid.uuid4().hex[:6]}.root"
+    rucio_client.add_replicas(DISK2, [{"scope": scope, "name": flat, "bytes": 10, "adler32": "0000abcd"}])
+    unknown_scope = [f"/km3net/noscope{uuid.uuid4().hex[:6]}/raw/run1/f{i:03d}.root" for i in range(FILES)]
+    malformed = f"/km3net/{scope}/raw/run1/bad name.root"
+    asked = [*lfns, f"{scope}:{flat}", malformed, *unknown_scope]
+    unprefetched = _ok(fc.getReplicas(asked, getUrl=False))
+    prefetched_datasets = []
+    real_ask = DatasetProofs.ask
+
+    def recording_ask(self, datasets):
+        datasets = list(datasets)
+        prefetched_datasets.extend(datasets)
+        return real_ask(self, datasets)
+
+    monkeypatch.setattr(catalog_reads, "PREFETCH_PROOFS_FROM", 1)
+    monkeypatch.setattr(DatasetProofs, "ask", recording_ask)
+    prefetched = _ok(fc.getReplicas(asked, getUrl=False))
+    assert DID(scope, lfns[0].rsplit("/", 1)[0]) in prefetched_datasets
+    assert prefetched == unprefetched
+    assert prefetched["Successful"] == {**_each(lfns, {DISK1: True}), f"{scope}:{flat}": {DISK2: True}}
+    assert set(prefetched["Failed"]) == {malformed, *unknown_scope}
+    assert "not allowed" in prefetched["Failed"][malformed]
+
+
 def test_removed_file_is_not_listed(fc, rucio_client, scope_factory):
     scope = scope_factory()
     lfns = _run(fc, scope)

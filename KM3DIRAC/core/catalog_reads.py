@@ -288,20 +288,15 @@ class CatalogReads:
 
     def _placement_per_dataset(self, dids: dict[str, DID], result: Bulk, proofs: DatasetProofs) -> dict[str, DID]:
         """Fill ``result`` for the files whose placement is proven per dataset; return the others."""
-        placement = prove_placement(self.client, dids.values(), proofs=proofs)
-        proven, successful = placement.proven, result.successful
-        rest = {}
+        placement = prove_placement(self.client, dids, proofs=proofs)
+        successful = result.successful
         answers: dict[int, dict[str, bool]] = {}  # per RSE list (one a dataset): each file gets a copy
-        for lfn, did in dids.items():
-            rses = proven.get(did)
-            if rses is None:
-                rest[lfn] = did
-                continue
+        for lfn, rses in placement.proven.items():
             answer = answers.get(id(rses))
             if answer is None:
                 answer = answers[id(rses)] = dict.fromkeys(rses, True)
             successful[lfn] = answer.copy()
-        return rest
+        return {lfn: dids[lfn] for lfn in placement.unproven}
 
     def replica_status(self, lfns: dict[str, Any]) -> Bulk:
         """``{lfn: SE}`` or ``{lfn: [SEs]}`` -> ``{lfn: {SE: status}}`` with Rucio's replica states."""

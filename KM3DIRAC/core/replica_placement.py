@@ -29,16 +29,18 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from KM3DIRAC.core.errors import InvalidLFNError
 from KM3DIRAC.core.lfn import DID
 from KM3DIRAC.core.rucio_calls import list_attached_files
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K")
 
 # a dataset is listed only for at least this many of the asked files: fewer are cheaper asked file by file
 MIN_FILES_PER_DATASET = 20
@@ -62,11 +64,12 @@ class Members:
 
 
 @dataclass
-class Placement:
-    """``proven``: DID -> RSEs holding an AVAILABLE replica (exact); ``unproven``: DIDs for the per-file path."""
+class Placement(Generic[K]):
+    """``proven``: key -> RSEs holding an AVAILABLE replica (exact); ``unproven``: keys for the per-file path. The
+    keys are the DIDs asked, or the keys of the mapping asked (an LFN -> DID mapping: LFNs)."""
 
-    proven: dict[DID, list[str]] = field(default_factory=dict)
-    unproven: list[DID] = field(default_factory=list)
+    proven: dict[K, list[str]] = field(default_factory=dict)
+    unproven: list[K] = field(default_factory=list)
 
 
 def parent_dataset(did: DID) -> DID | None:
@@ -143,62 +146,65 @@ class DatasetProofs:
         return self._asked[dataset].result()
 
 
-def prove_placement(client: Any, dids: Iterable[DID],
+def prove_placement(client: Any, dids: Iterable[DID] | Mapping[K, DID],
                     dataset_of: Callable[[DID], DID | None] = parent_dataset,
                     readable: Callable[[str], bool] | None = None,
                     min_files: int = MIN_FILES_PER_DATASET, workers: int = PARALLEL_DATASETS,
                     proofs: DatasetProofs | None = None) -> Placement:
-    """Split ``dids`` into files whose AVAILABLE replicas are proven per dataset and the rest; ``workers``
-    datasets are asked at a time, or through ``proofs`` (which may have been asked for some already)."""
+    """Split ``dids`` (DIDs, or a mapping of keys to DIDs: the placement is then by key) into files whose
+    AVAILABLE replicas are proven per dataset and the rest; ``workers`` datasets are asked at a time, or through
+    ``proofs`` (which may have been asked for some already)."""
     if proofs is None:
         with DatasetProofs(client, readable, workers) as own:
             return prove_placement(client, dids, dataset_of, min_files=min_files, proofs=own)
-    placement = Placement()
-    by_dataset = _group_by_dataset(dict.fromkeys(dids), dataset_of, placement.unproven)
+    placement: Placement = Placement()
+    keyed = dids.items() if isinstance(dids, Mapping) else ((did, did) for did in dict.fromkeys(dids))
+    by_dataset = _group_by_dataset(keyed, dataset_of, placement.unproven)
     proofs.ask(dataset for dataset, wanted in by_dataset.items() if len(wanted) >= min_files)
     for dataset, wanted in by_dataset.items():
         proof = proofs.proof(dataset) if len(wanted) >= min_files else None
         if proof is None:
-            placement.unproven.extend(wanted)
+            placement.unproven.extend(key for key, _ in wanted)
             continue
         members, rses = proof
-        proven, scope, names = placement.proven, members.scope, members.names
-        for did in wanted:
+        proven, unproven, scope, names = placement.proven, placement.unproven, members.scope, members.names
+        for key, did in wanted:
             if did.name in names if did.scope == scope else did in members:  # the first test inline (a million)
-                proven[did] = rses
+                proven[key] = rses
             else:
-                placement.unproven.append(did)
+                unproven.append(key)
     log.debug("placement proven for %d files, %d left to the per-file path", len(placement.proven),
               len(placement.unproven))
     return placement
 
 
-def _group_by_dataset(dids: Iterable[DID], dataset_of: Callable[[DID], DID | None],
-                      ungrouped: list[DID]) -> dict[DID, list[DID]]:
-    """``dids`` by the dataset to try for them; those without one appended to ``ungrouped``."""
-    by_dataset: dict[DID, list[DID]] = defaultdict(list)
+def _group_by_dataset(keyed: Iterable[tuple[K, DID]], dataset_of: Callable[[DID], DID | None],
+                      ungrouped: list[K]) -> dict[DID, list[tuple[K, DID]]]:
+    """``(key, DID)`` pairs by the dataset to try for the DID; keys of those without one appended to
+    ``ungrouped``."""
+    by_dataset: dict[DID, list[tuple[K, DID]]] = defaultdict(list)
     if dataset_of is not parent_dataset:
-        for did in dids:
-            dataset = dataset_of(did)
+        for pair in keyed:
+            dataset = dataset_of(pair[1])
             if dataset is None:
-                ungrouped.append(did)
+                ungrouped.append(pair[0])
             else:
-                by_dataset[dataset].append(did)
+                by_dataset[dataset].append(pair)
         return by_dataset
     datasets: dict[tuple[str, str], Any] = {}  # parent_dataset inline, once per directory (a million files)
-    for did in dids:
-        scope, name = did
+    for pair in keyed:
+        scope, name = pair[1]
         if name[:1] != "/":
-            ungrouped.append(did)
+            ungrouped.append(pair[0])
             continue
-        key = (scope, name.rpartition("/")[0])
-        dataset = datasets.get(key, _UNSEEN)
+        directory = (scope, name.rpartition("/")[0])
+        dataset = datasets.get(directory, _UNSEEN)
         if dataset is _UNSEEN:
-            dataset = datasets[key] = _directory_dataset(*key)
+            dataset = datasets[directory] = _directory_dataset(*directory)
         if dataset is None:
-            ungrouped.append(did)
+            ungrouped.append(pair[0])
         else:
-            by_dataset[dataset].append(did)
+            by_dataset[dataset].append(pair)
     return by_dataset
 
 
