@@ -17,6 +17,7 @@ test: install
 
 lint: install
 	.venv/bin/ruff check KM3DIRAC snakemake_executor_plugin_dirac snakemake_storage_plugin_km3dirac tests tools bench
+	.venv/bin/mypy
 	shellcheck -x tools/*.sh cvmfs/*.sh cvmfs/km3-cvmfs-run .ci/run
 
 clean:

@@ -1,4 +1,5 @@
-"""Lint is part of the test suite: ruff (line length 120, pyproject.toml) on the code, shellcheck on shell scripts."""
+"""Lint is part of the test suite: ruff (line length 120, pyproject.toml) on the code, mypy on the typed core
+(KM3DIRAC/core, pyproject.toml's [tool.mypy]), shellcheck on shell scripts."""
 
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ def _ruff() -> str:
 
 def test_ruff_check_is_clean():
     result = subprocess.run([_ruff(), "check", *PYTHON_TREES], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_typed_core_type_checks():
+    mypy = Path(sys.executable).parent / "mypy"
+    assert mypy.exists(), "mypy is not installed in the test environment (extra 'testing' of setup.cfg)"
+    result = subprocess.run([str(mypy)], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -295,11 +295,11 @@ class RucioCatalog(CatalogProvenance, CatalogReplicaStatus):
         return sorted(self.mapper.to_lfn(did) for did in self._find_dids(query, path))
 
     def _find_dids(self, query: dict[str, Any], path: str) -> set[DID]:
-        query, path = self._query_and_path(query, path)
-        if path is None:
+        query, searched = self._query_and_path(query, path)
+        if searched is None:
             return set()
         typed = {key: self._typed_query_value(key, value) for key, value in query.items()}
-        scopes, base = self._scopes_and_base(path)
+        scopes, base = self._scopes_and_base(searched)
         found: set[DID] = set()
         for scope in scopes:
             pattern = f"{base or self.mapper.root}/*"
@@ -459,6 +459,8 @@ class RucioCatalog(CatalogProvenance, CatalogReplicaStatus):
         for satisfied, names in groups.items():
             inside = [n for n in names if base is None or n == base or n.startswith(base + "/")]
             common = _common_directory(set(inside)) if inside else base
+            if common is None:
+                continue  # no directory inside the search (cannot happen without a base: then all are inside)
             if base is not None and not (common == base or common.startswith(base + "/")):
                 common = base  # the keys come from above the searched directory: search all of it
             pattern = f"{common}/*"

@@ -298,6 +298,7 @@ class CatalogDirectories(CatalogReads):
 
     def directory_entries(self, directory: DID, state: DirectoryDIDs | None = None) -> tuple[list[DID], list[str]]:
         """(file DIDs directly in the directory, LFNs of its direct sub-directories)."""
+        files_holder: DID | None
         if self._is_scope_level(directory):
             names = self._list_dids(directory.scope, [{"name": f"{directory.name}/*"}], "collection")
             subdirs = {directory_name(n) for n in names if self.mapper.parent(directory_name(n)) == directory.name}
@@ -450,8 +451,8 @@ class CatalogDirectories(CatalogReads):
                 "OwnerGroup": first.get("account"),
                 "OwnerDN": "",
                 "OwnerRole": "",
-                "CreationDate": min(row.get("created_at") for _, row in rows),
-                "ModificationDate": max(row.get("updated_at") for _, row in rows),
+                "CreationDate": min(row["created_at"] for _, row in rows),
+                "ModificationDate": max(row["updated_at"] for _, row in rows),
                 "Status": 0,
                 "Type": "Directory",
                 "Scope": state.did.scope,

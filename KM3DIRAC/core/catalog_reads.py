@@ -171,9 +171,9 @@ class CatalogReads:
                 if not matches:
                     continue
                 for did, meta in self.did_metadata(DID(scope, name) for name in matches).items():
-                    lfn = guids.get((meta.get("guid") or "").replace("-", "").lower())
-                    if lfn:
-                        result.successful[lfn] = self.mapper.to_lfn(did)
+                    asked = guids.get((meta.get("guid") or "").replace("-", "").lower())
+                    if asked:
+                        result.successful[asked] = self.mapper.to_lfn(did)
 
     def _list_dids(self, scope: str, filters: list[dict], did_type: str, long: bool = False) -> list[str]:
         from rucio.common.exception import ScopeNotFound
@@ -228,7 +228,7 @@ class CatalogReads:
         result, dids, metadata = self.lookup(lfns)
         for lfn, did in dids.items():
             meta = metadata.get(did)
-            result.successful[lfn] = bool(meta) and meta["did_type"] == FILE
+            result.successful[lfn] = meta is not None and meta.get("did_type") == FILE
         return result
 
     def replicas(self, lfns: dict[str, Any], all_status: bool = False, urls: bool = True) -> Bulk:

@@ -68,7 +68,7 @@ class CatalogReplicaStatus(CatalogWrites):
             if problem:
                 result.failed[lfn] = problem
                 continue
-            wanted[lfn] = (se, STATUS_TO_RUCIO[status])
+            wanted[lfn] = (se, STATUS_TO_RUCIO[str(status)])  # a known status (status_problem)
         self._apply_states(wanted, result)
         return result
 

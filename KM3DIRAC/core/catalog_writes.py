@@ -173,14 +173,14 @@ class CatalogWrites(CatalogDirectories):
         problem = metadata_problem(lfn, meta)
         if problem:
             return {}, problem
-        record = {"did": did, "bytes": size, "adler32": checksum, "rse": se, "meta": dict(meta)}
+        file_meta = dict(meta)
         guid = info.get("GUID")
         if guid:
             problem = guid_problem(lfn, guid)
             if problem:
                 return {}, problem
-            record["meta"]["guid"] = str(guid).strip("{}").replace("-", "").lower()
-        return record, None
+            file_meta["guid"] = str(guid).strip("{}").replace("-", "").lower()
+        return {"did": did, "bytes": size, "adler32": checksum, "rse": se, "meta": file_meta}, None
 
     def _register(self, records: dict[str, dict], result: Bulk) -> None:
         if not records:

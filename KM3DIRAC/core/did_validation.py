@@ -150,8 +150,8 @@ class DIDValidator:
                 dids[lfn] = did
             elif isinstance(did, InvalidLFNError):
                 result.failed[str(lfn)] = str(did)
-            else:
-                result.failed[lfn] = self.name_refusal(lfn, did)
+            else:  # a DID whose name Rucio's pattern refuses (the LFN was a string, else to_did refused it)
+                result.failed[str(lfn)] = self.name_refusal(str(lfn), did)
         return dids
 
     def check(self, lfns: Iterable[Any], result: FailureSink) -> dict[Any, DID]:

@@ -461,9 +461,9 @@ class Ingestion:
                 outcome.bytes += f.size
                 result.files += 1
                 result.bytes += f.size
-                night = result.nights.setdefault(_night(f.mtime), {"files": 0, "bytes": 0, "runs": 0})
-                night["files"] += 1
-                night["bytes"] += f.size
+                counts = result.nights.setdefault(_night(f.mtime), {"files": 0, "bytes": 0, "runs": 0})
+                counts["files"] += 1
+                counts["bytes"] += f.size
             done += len(chunk) - len(failures)
             if failures:
                 self.progress(f"registration of {len(failures)} of {len(chunk)} files refused by Rucio: "
@@ -518,7 +518,7 @@ class Ingestion:
         registers each file and its shore replica in the same call (size, adler32, PFN, metadata, the RSE)."""
         children: dict[DID, list[dict]] = defaultdict(list)
         for f in files:
-            child = self._did(f.lfn).as_dict()
+            child: dict[str, Any] = self._did(f.lfn).as_dict()
             if register:
                 child.update(bytes=f.size, adler32=f.adler32, pfn=self._pfn(f), meta=f.meta)
             children[holders[datasets[f.run]]].append(child)
@@ -547,7 +547,7 @@ class Ingestion:
         present = dict(zip(older, parallel_map(
             lambda holder: {rule["rse_expression"] for rule in self.client.list_did_rules(holder.scope, holder.name)},
             older, self.settings.streams), strict=True))
-        tasks = []
+        tasks: list[tuple[str, list[DID]]] = []
         for expression in wanted:
             missing = [holder for holder in holders if expression not in present.get(holder, set())]
             tasks.extend((expression, chunk) for chunk in chunks(missing, RULE_DATASETS))
@@ -573,7 +573,9 @@ class Ingestion:
         settings = self.settings
         if settings.close_by == CLOSE_NEVER:
             return
-        declared = read_run_list(settings.run_list) if settings.close_by == CLOSE_BY_RUN_LIST else set()
+        declared: set[RunKey] = set()
+        if settings.close_by == CLOSE_BY_RUN_LIST and settings.run_list is not None:  # given then (__post_init__)
+            declared = read_run_list(settings.run_list)
         writing_runs = set()
         for path in [*scan.writing, *map(Path, result.writing)]:
             try:

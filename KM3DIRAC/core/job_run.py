@@ -228,20 +228,22 @@ class JobDataRunner:
     def _fetch_inputs(self) -> list[InputFile]:
         problems = credential_problems(self.credential,
                                        required_credential_seconds(self.plan.cpu_time, self.cpu_normalisation))
-        if self.plan.output:
-            self.rse_settings = prefetch_rse_settings(self.client, self.plan.output)
-            problems += output_rse_problems(self.client, self._output_rses(), getattr(self.client, "account", None))
+        output = self.plan.output
+        if output:
+            self.rse_settings = prefetch_rse_settings(self.client, output)
+            problems += output_rse_problems(self.client, self._output_rses(output),
+                                            getattr(self.client, "account", None))
         if problems:
             raise PreflightError(problems)
         files: list[InputFile] = []
         if self.plan.inputs:
             files = resolve_inputs(self.client, self.plan.inputs, self.catalog.mapper)
             attach_replicas(self.client, files, self.plan.close_rses)
-        if self.plan.output:
+        if output:
             parents = [self.catalog.mapper.to_lfn(f.did) for f in files] if files else self.plan.parents
             if parents:  # the outputs inherit their inputs' run (DIRAC downloads a task's InputData itself)
-                self._inherit_metadata(parents)
-            self._check_output_path()
+                self._inherit_metadata(output, parents)
+            self._check_output_path(output)
         if self.plan.calibrations:  # after every check: a bad parameter costs no download
             self.calibrations = self._fetch_calibrations()
         if files:
@@ -250,15 +252,14 @@ class JobDataRunner:
                             on_bad_replica=self._report_bad_replica)
         return files
 
-    def _output_rses(self) -> dict[str, str]:
-        spec = self.plan.output
+    @staticmethod
+    def _output_rses(spec: OutputSpec) -> dict[str, str]:
         rses = {spec.rse: "KM3OutputSE"}
         for rse in spec.failover_rses:
             rses.setdefault(rse, "KM3FailoverSEs")
         return rses
 
-    def _check_output_path(self) -> None:
-        spec = self.plan.output
+    def _check_output_path(self, spec: OutputSpec) -> None:
         directory = output_directory(spec.directory, spec.metadata)  # names fields without a value
         try:
             did = self.catalog.mapper.to_did(f"{directory.rstrip('/')}/output")
@@ -288,8 +289,7 @@ class JobDataRunner:
         """What the payload gets: KM3_CALIB_<KIND>=<path> and KM3_CALIB_FILE (empty without calibrations)."""
         return calibration_environment(self.calibrations, self.plan.input_dir) if self.calibrations else {}
 
-    def _inherit_metadata(self, input_lfns: list[str]) -> None:
-        spec = self.plan.output
+    def _inherit_metadata(self, spec: OutputSpec, input_lfns: list[str]) -> None:
         wanted = [key for key in INHERITED_KEYS if key not in spec.metadata]
         if not wanted or not input_lfns:
             return

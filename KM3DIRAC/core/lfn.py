@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from KM3DIRAC.core.errors import InvalidLFNError
 
@@ -103,11 +103,11 @@ class LFNMapper:
         scope_of: dict[str, str | None] = {}  # directory -> the scope of the files in it, None: ask to_did
         plain_base = PLAIN_BASE_NAME.fullmatch
         for lfn in lfns:
-            did = None
+            did: DID | InvalidLFNError | None = None
             if type(lfn) is str:
                 # the common case inline (a million LFNs): a plain base name in a directory already checked
                 directory, _, base = lfn.rpartition("/")
-                scope = scope_of.get(directory, _UNCHECKED)
+                scope: Any = scope_of.get(directory, _UNCHECKED)
                 if (scope is not None and scope is not _UNCHECKED and len(lfn) <= NAME_MAX_LENGTH and plain_base(base)
                         and base != "." and base != ".."):
                     did = DID(scope, lfn)

@@ -41,9 +41,12 @@ def _compare(value: Any, operator: str, operand: Any) -> bool:
         return found if operator == "in" else not found
     left, right = _comparable(value, operand)
     try:
-        return {"=": left == right, "!=": left != right}.get(operator) if operator in ("=", "!=") else {
-            ">": lambda: left > right, "<": lambda: left < right, ">=": lambda: left >= right,
-            "<=": lambda: left <= right}[operator]()
+        if operator == "=":
+            return bool(left == right)
+        if operator == "!=":
+            return bool(left != right)
+        return bool({">": lambda: left > right, "<": lambda: left < right, ">=": lambda: left >= right,
+                     "<=": lambda: left <= right}[operator]())
     except TypeError:
         return False
 

@@ -119,7 +119,9 @@ class RetryingClient:
 def build_client(settings: dict[str, Any], policy: RucioCallPolicy, client_class: Any = None) -> RetryingClient:
     """A rucio Client (authenticating now, itself bounded by the policy) wrapped in :class:`RetryingClient`."""
     if client_class is None:
-        from rucio.client import Client as client_class
+        from rucio.client import Client
+
+        client_class = Client
     client = call_with_retries(policy, client_class, what="authentication", **client_arguments(settings, policy))
     return RetryingClient(client, policy)
 
