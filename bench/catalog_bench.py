@@ -338,15 +338,15 @@ def print_count_plans(server: RucioServer, datasets: list[str]) -> None:
     """The deep count's statement planned with PostgreSQL's default random_page_cost (4, spinning disks) and with
     the sandbox's (1.1, SSD / cached: KM3DIRAC.sandbox.postgres.PLANNER_SETTINGS), on the same data."""
     for cost in ("4", "1.1"):
-        total, joins = 0.0, set()
+        total, scans = 0.0, set()
         for dataset in datasets:
             answer = _psql(server, f"SET random_page_cost = {cost}; EXPLAIN (ANALYZE, FORMAT JSON) "
                                    + DEEP_COUNT_SQL.format(scope=SCOPE, name=dataset))
             plan = json.loads(answer[answer.index("["):])[0]  # after SET's own answer
             total += plan["Execution Time"]
-            joins |= set(_scan_kinds(plan["Plan"]))
+            scans |= set(_scan_kinds(plan["Plan"]))
         print(f"  deep count SQL, random_page_cost={cost}: {total / len(datasets):.0f} ms a dataset "
-              f"({len(datasets)} datasets; replicas read by {', '.join(sorted(joins))})", flush=True)
+              f"({len(datasets)} datasets; replicas read by {', '.join(sorted(scans))})", flush=True)
 
 
 def _scan_kinds(node: dict) -> list[str]:

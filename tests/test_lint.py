@@ -13,21 +13,20 @@ PYTHON_TREES = ["KM3DIRAC", "snakemake_executor_plugin_dirac", "snakemake_storag
                 "bench"]
 
 
-def _ruff() -> str:
-    ruff = Path(sys.executable).parent / "ruff"
-    assert ruff.exists(), "ruff is not installed in the test environment (extra 'testing' of setup.cfg)"
-    return str(ruff)
+def _tool(name: str) -> str:
+    tool = Path(sys.executable).parent / name
+    assert tool.exists(), f"{name} is not installed in the test environment (extra 'testing' of setup.cfg)"
+    return str(tool)
 
 
 def test_ruff_check_is_clean():
-    result = subprocess.run([_ruff(), "check", *PYTHON_TREES], cwd=ROOT, capture_output=True, text=True, check=False)
+    result = subprocess.run([_tool("ruff"), "check", *PYTHON_TREES], cwd=ROOT, capture_output=True, text=True,
+                            check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_typed_core_type_checks():
-    mypy = Path(sys.executable).parent / "mypy"
-    assert mypy.exists(), "mypy is not installed in the test environment (extra 'testing' of setup.cfg)"
-    result = subprocess.run([str(mypy)], cwd=ROOT, capture_output=True, text=True, check=False)
+    result = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

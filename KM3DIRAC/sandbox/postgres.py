@@ -21,7 +21,8 @@ SUPERUSER = "postgres"
 #: memory (its default, 4, is for spinning disks). With 4, Rucio's per-dataset replica count
 #: (``list_dataset_replicas(deep=True)``: contents joined to replicas) is planned as a sequential scan of the whole
 #: replicas table on a table of the catalog benchmark's size: 217 ms for a 10k-file dataset among 1M replicas,
-#: 38 ms through the replicas' primary key (measured here; ``make bench-catalog ... --breakdown`` prints both).
+#: 38 ms through the replicas' primary key (measured here; ``make bench-catalog ... --breakdown`` prints both). On a
+#: larger table the default cost takes the index too: the setting matters near that size.
 PLANNER_SETTINGS = ("random_page_cost=1.1",)
 # Durability is not wanted for throw-away test data; these settings make schema creation several times faster.
 FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=200",

@@ -49,7 +49,7 @@ def _lfn_keys(argument: Any) -> tuple[dict[str, Any], dict[str, str], dict[str, 
     else:
         return {}, {}, {str(argument): f"unsupported argument type {type(argument).__name__}"}
     if all(type(key) is str and key[:1] == "/" for key in items):  # the usual form (a million LFNs): as given
-        return dict(items), {}, {}
+        return (dict(items) if items is argument else items), {}, {}  # the caller's dict is never handed on
     lfns, original, bad = {}, {}, {}
     for key, value in items.items():
         if not isinstance(key, str) or not key:
