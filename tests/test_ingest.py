@@ -155,11 +155,20 @@ def test_real_km3net_files_with_metadata_seen_through_dirac(shore, rucio_client)
     lfn = f"{_dataset(scope, 267, 25291)}/{RAW_FILES[0]}"
     meta = fc.getFileUserMetadata(lfn)
     assert meta["OK"], meta
-    assert {k: meta["Value"].get(k) for k in ("DetectorID", "run_number", "datatype", "Stream", "events")} == \
-        {"DetectorID": 267, "run_number": 25291, "datatype": "raw", "Stream": "JDAQEvent_JDAQSummaryslice",
-         "events": 13}  # 13 events in the real file's KM3NET_EVENT tree
-    found = fc.findFilesByMetadata({"run_number": 25291, "DetectorID": 267}, f"/km3net/{scope}")
+    # the file's own: its events (13 in the real file's KM3NET_EVENT tree); the run's metadata is its directory's
+    assert meta["Value"].get("events") == 13, meta
+    assert not {"DetectorID", "run_number", "datatype", "Stream"} & set(meta["Value"]), meta
+    directory = fc.getDirectoryUserMetadata(_dataset(scope, 267, 25291))
+    assert directory["OK"], directory
+    assert {k: directory["Value"].get(k) for k in ("DetectorID", "run_number", "datatype")} == \
+        {"DetectorID": 267, "run_number": 25291, "datatype": "raw"}
+    # DIRAC's searches: files inherit their directory's metadata
+    found = fc.findFilesByMetadata({"run_number": 25291, "DetectorID": 267, "datatype": "raw"}, f"/km3net/{scope}")
     assert found["OK"] and sorted(found["Value"]) == sorted(f"{_dataset(scope, 267, 25291)}/{n}" for n in RAW_FILES[:2])
+    run_files = [f"{_dataset(scope, 267, 25291)}/{n}" for n in RAW_FILES[:2]]
+    with_13 = [f for f in run_files if fc.getFileUserMetadata(f)["Value"].get("events") == 13]
+    found = fc.findFilesByMetadata({"events": 13, "run_number": 25291}, f"/km3net/{scope}")
+    assert found["OK"] and sorted(found["Value"]) == sorted(with_13) and lfn in with_13, found
     listed = subprocess.run([str(BIN / "dirac-dms-lfn-metadata"), "--cfg", str(shore["cfg"]), lfn],
                             capture_output=True, text=True, timeout=180, check=False, env=shore["env"])
     assert listed.returncode == 0, listed
@@ -169,8 +178,13 @@ def test_real_km3net_files_with_metadata_seen_through_dirac(shore, rucio_client)
     # night 2: the open run gets its end marker and a new run arrives; only the new file is registered
     (daq / "KM3NeT_00000049_00008456.end").write_text("")
     shutil.copy(ONLINE / "KM3NeT_00000267_00025291_SN.root", daq / "KM3NeT_00000267_00025292_SN.root")
-    again = shore["ingest"]("--close-by=quiet", "--quiet=0")
+    again = shore["ingest"]("--close-by=quiet", "--quiet=0", "--run-metadata-on-files=yes")
     assert "1 files registered" in again.stdout and "3 already in Rucio" in again.stdout, again.stdout
+    new_lfn = f"{_dataset(scope, 267, 25292)}/KM3NeT_00000267_00025292_SN.root"
+    meta = fc.getFileUserMetadata(new_lfn)
+    assert meta["OK"], meta
+    assert {k: meta["Value"].get(k) for k in ("DetectorID", "run_number", "datatype", "Stream")} == \
+        {"DetectorID": 267, "run_number": 25292, "datatype": "raw", "Stream": "SN"}, meta
     disk |= {"KM3NeT_00000267_00025292_SN.root": (267, 25292)}
     assert _rucio_state(rucio_client, shore, {(267, 25291), (49, 8456), (267, 25292)}) == \
         _expected_state(shore, disk, closed={(267, 25291), (49, 8456), (267, 25292)})

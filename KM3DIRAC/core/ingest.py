@@ -7,8 +7,11 @@ One pass (:func:`ingest_pass`, run by ``dirac-km3-ingest`` from cron every few m
    a ``.part``/``.tmp`` name, or a ``<name>.lock`` beside it); end-of-run markers ``KM3NeT_<det>_<run>.end``;
 2. ask Rucio what it has already (bulk ``get_metadata_bulk``; the content of the open run datasets): Rucio is the
    only state, so a pass killed at any point is completed by the next one, and nothing is registered twice;
-3. register the new files in bulk: adler32, size, metadata from the name (``DetectorID``, ``run_number``,
-   ``datatype``, ``Stream``) and, where km3io reads the file, ``events``, ``StartTime``/``EndTime`` (UTC); one
+3. register the new files in bulk: adler32, size and, where km3io reads the file, ``events``,
+   ``StartTime``/``EndTime`` (UTC); the run's metadata from the name (``DetectorID``, ``run_number``,
+   ``datatype``) is on the run dataset, which the files inherit in DIRAC's metadata searches as in the DFC
+   (``run_metadata_on_files`` also writes it, with ``Stream``, on every file: ~5 ms a file more of Rucio server
+   time, Rucio's metadata plugins writing per file); one
    ``attach_dids_to_dids`` call per ``chunk_files`` files naming the shore RSE (Rucio's "register replicas where
    they are and attach them" form): the file DIDs with their metadata, their replicas with each PFN (the
    shore-station RSE is non-deterministic: files stay at the DAQ's paths) and their attachment to the run dataset
@@ -69,7 +72,8 @@ class IngestSettings:
     ``layout``: the run dataset's LFN, a ``str.format`` template of ``vo``, ``scope``, ``detector``, ``run``
     (format specs allowed: ``KM3NeT_{detector:08d}``). ``dataset_rules``: RSE expressions given one rule each per
     run dataset (empty by default: replication is the replication policy's; the benchmark uses it). ``streams``:
-    registration, rule and closing calls in flight at a time."""
+    registration, rule and closing calls in flight at a time. ``run_metadata_on_files``: the run's metadata
+    (and ``Stream``) on every file too, not only on its run dataset."""
 
     rse: str
     directory: Path
@@ -86,6 +90,7 @@ class IngestSettings:
     dataset_rules: tuple[str, ...] = ()
     chunk_files: int = 1000
     streams: int = 2
+    run_metadata_on_files: bool = False
 
     def __post_init__(self) -> None:
         if self.close_by not in CLOSE_MODES:
@@ -223,9 +228,11 @@ def scan_directory(settings: IngestSettings, now: float) -> Scan:
             if f"{name}{LOCK_SUFFIX}" in present or now - stat.st_mtime < settings.settle_seconds:
                 scan.writing.append(path)
                 continue
-            meta = {DETECTOR_KEY: run.detector, RUN_KEY: run.run, DATATYPE_KEY: settings.datatype}
-            if stream:
-                meta[STREAM_KEY] = stream
+            meta: dict[str, Any] = {}
+            if settings.run_metadata_on_files:
+                meta.update({DETECTOR_KEY: run.detector, RUN_KEY: run.run, DATATYPE_KEY: settings.datatype})
+                if stream:
+                    meta[STREAM_KEY] = stream
             scan.files.append(DiskFile(path, name, run, stat.st_size, stat.st_mtime, meta=meta))
     return scan
 
@@ -520,7 +527,9 @@ class Ingestion:
         for f in files:
             child: dict[str, Any] = self._did(f.lfn).as_dict()
             if register:
-                child.update(bytes=f.size, adler32=f.adler32, pfn=self._pfn(f), meta=f.meta)
+                child.update(bytes=f.size, adler32=f.adler32, pfn=self._pfn(f))
+                if f.meta:
+                    child["meta"] = f.meta
             children[holders[datasets[f.run]]].append(child)
         extra = {"rse": self.settings.rse} if register else {}
         return [{**holder.as_dict(), **extra, "dids": part}

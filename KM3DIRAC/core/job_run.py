@@ -46,6 +46,7 @@ from KM3DIRAC.core.job_outputs import (
     registration_entries,
     store_outputs,
 )
+from KM3DIRAC.core.runs import dataset_of
 
 Status = Callable[[str], None]
 #: Metadata an output inherits from its inputs when all inputs agree on the value (the step's own metadata wins):
@@ -294,6 +295,13 @@ class JobDataRunner:
         if not wanted or not input_lfns:
             return
         metadata = self.catalog.user_metadata(dict.fromkeys(input_lfns)).successful
+        # a file without its own value inherits its directory's (DFC semantics): ingested raw files carry the
+        # run's metadata on their run dataset only
+        directories = {lfn: dataset_of(lfn) for lfn, meta in metadata.items() if any(k not in meta for k in wanted)}
+        if directories:
+            above = self.catalog.user_metadata(dict.fromkeys(set(directories.values())), want_directory=True)
+            for lfn, directory in directories.items():
+                metadata[lfn] = {**above.successful.get(directory, {}), **metadata[lfn]}
         for key in wanted:
             values = {str(meta.get(key)) for meta in metadata.values()}
             if len(metadata) == len(input_lfns) and len(values) == 1 and "None" not in values:

@@ -30,6 +30,7 @@ OPTIONS = {
     "dataset-rules": ("DatasetRules", ""),
     "chunk-files": ("ChunkFiles", "1000"),
     "streams": ("Streams", "2"),
+    "run-metadata-on-files": ("RunMetadataOnFiles", "no"),
 }
 
 
@@ -58,5 +59,9 @@ def ingest_settings(given: dict[str, Any]) -> IngestSettings:
         datatype=values["datatype"], settle_seconds=settle, close_by=values["close-by"],
         run_list=Path(values["run-list"]) if values["run-list"] else None, quiet_seconds=quiet,
         marker_suffix=values["marker-suffix"],
-        read_events=str(values["read-events"]).lower() in ("yes", "true", "1", "y"), dataset_rules=rules,
-        chunk_files=chunk, streams=streams)
+        read_events=_yes(values["read-events"]), dataset_rules=rules,
+        chunk_files=chunk, streams=streams, run_metadata_on_files=_yes(values["run-metadata-on-files"]))
+
+
+def _yes(value: Any) -> bool:
+    return str(value).lower() in ("yes", "true", "1", "y")

@@ -21,7 +21,7 @@ SWITCHES = {
     "rse": "the shore station's non-deterministic RSE holding that directory (CS Ingestion/RSE, KM3-SHORE)",
     "scope": "Rucio scope of the raw data (CS Ingestion/Scope, km3net)",
     "layout": "run dataset LFN template of vo, scope, detector, run (CS Ingestion/DatasetLayout)",
-    "datatype": "datatype metadata of the files (CS Ingestion/DataType, raw)",
+    "datatype": "datatype metadata of the run datasets (CS Ingestion/DataType, raw)",
     "settle": "seconds a file must be unchanged before it is ingested (CS Ingestion/SettleSeconds, 60)",
     "close-by": "when a run is complete: marker, runlist, quiet or never (CS Ingestion/CloseRunsBy, marker)",
     "run-list": "file of '<detector> <run>' lines: the complete runs, for --close-by runlist (CS Ingestion/RunList)",
@@ -31,6 +31,8 @@ SWITCHES = {
     "dataset-rules": "comma-separated RSE expressions given a rule per run dataset (CS Ingestion/DatasetRules)",
     "chunk-files": "files per registration call (CS Ingestion/ChunkFiles, 1000)",
     "streams": "registration, rule and closing calls in flight at a time (CS Ingestion/Streams, 2)",
+    "run-metadata-on-files": "yes/no: the run's metadata and Stream on every file too, not only on its run "
+                             "dataset (CS Ingestion/RunMetadataOnFiles, no)",
 }
 
 

@@ -25,7 +25,7 @@ from KM3DIRAC.core.jdl import placeholders, render
 from KM3DIRAC.core.job_run import output_directory
 from KM3DIRAC.core.run_chunking import PLUGIN_LIMITS, parameters_from, plan_chunks
 from KM3DIRAC.core.run_metadata import fetch_run_metadata
-from KM3DIRAC.core.runs import build_file_records, complete_runs
+from KM3DIRAC.core.runs import RunInfoError, build_file_records, complete_runs, run_of
 from KM3DIRAC.core.trains import Step, Train, load_train_text
 
 TRANSFORMATION_TYPE = "DataReconstruction"
@@ -469,8 +469,17 @@ def trains_in_dirac(client: TransformationClient | None = None,
 def _runs_of(catalog: Any, lfns: list[str]) -> dict[str, int | None]:
     if not lfns:
         return {}
+    """Each file's run: its ``run_number`` metadata, else its KM3NeT file name (ingested raw files carry the run
+    on their run dataset only); None when neither says."""
     metadata = catalog.did_metadata(catalog.mapper.to_did(lfn) for lfn in lfns)
-    return {catalog.mapper.to_lfn(did): meta.get("run_number") for did, meta in metadata.items()}
+    runs: dict[str, int | None] = {}
+    for did, meta in metadata.items():
+        lfn = catalog.mapper.to_lfn(did)
+        try:
+            runs[lfn] = run_of(lfn, meta).run
+        except RunInfoError:
+            runs[lfn] = None
+    return runs
 
 
 @dataclass
