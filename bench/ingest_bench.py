@@ -11,8 +11,9 @@ with its end-of-run marker), the DAQ directory is filled with small files named 
   registration with PFN and attachment in one ``attach_dids_to_dids`` call per 1000 files naming the shore RSE, a
   rule per run dataset at the shore RSE and one at the computing-centre RSE, closing the run datasets; the run's
   metadata is on the run dataset, which the files inherit in DIRAC's metadata searches;
-- ``km3dirac-files``: the same with ``RunMetadataOnFiles = yes``: the run's metadata (and ``Stream``) on every file
-  too, as the raw calls write it;
+  each file carries ``run_number`` and ``datatype`` too (``FileMetadata = columns``, the default);
+- ``km3dirac-all``: the same with ``FileMetadata = all``: ``DetectorID`` and ``Stream`` on every file too (the raw
+  calls write ``DetectorID``, ``run_number``, ``datatype`` on every file);
 - ``raw``: the same writes as plain bulk rucio-clients calls in one stream, with no existence check: containers
   and datasets by ``add_dids``, ``add_replicas`` (1000 files a call, PFN and metadata), ``attach_dids_to_dids``,
   ``add_replication_rule`` on 1000 datasets a call per RSE, ``set_status`` per dataset; adler32 computed alike.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import tempfile
 import time
 from collections import defaultdict
@@ -34,9 +36,10 @@ from pathlib import Path
 from KM3DIRAC.sandbox.rucio_server import client_config_text, start_rucio_server
 
 SHORE, CENTRE = "BENCH-SHORE", "BENCH-CC"
-#: ``km3dirac``: the default (the run's metadata on its run dataset, the files inherit it in DIRAC's searches);
-#: ``km3dirac-files``: ``RunMetadataOnFiles = yes`` (also on every file, as the raw calls write it)
-FILES_VARIANT = "km3dirac-files"
+#: ``km3dirac``: the default (the run's metadata on its run dataset, the files inherit it in DIRAC's searches;
+#: run_number and datatype on every file too, Rucio DID columns);
+#: ``km3dirac-all``: ``FileMetadata = all`` (DetectorID and Stream on every file too)
+FILES_VARIANT = "km3dirac-all"
 APPROACHES = ("raw", "km3dirac", FILES_VARIANT)
 SCOPE_PREFIX = {"raw": "raw", "km3dirac": "km3", FILES_VARIANT: "km3f"}
 DETECTOR = 133
@@ -62,15 +65,33 @@ def count_requests(access_log: Path) -> int:
         return sum(1 for _ in log)
 
 
-def ingest_km3dirac(client, scope: str, daq: Path, streams: int, run_metadata_on_files: bool = False) -> None:
+def ingest_km3dirac(client, scope: str, daq: Path, streams: int, file_metadata: str = "columns") -> None:
     from KM3DIRAC.core.catalog import RucioCatalog
     from KM3DIRAC.core.ingest import Ingestion, IngestSettings
 
     settings = IngestSettings(rse=SHORE, directory=daq, scope=scope, settle_seconds=0, read_events=False,
-                              dataset_rules=(CENTRE,), streams=streams, run_metadata_on_files=run_metadata_on_files)
+                              dataset_rules=(CENTRE,), streams=streams, file_metadata=file_metadata)
     result = Ingestion(RucioCatalog(client), settings).run_pass()
     assert not result.refused, list(result.refused.items())[:3]
     assert sum(o.closed for o in result.runs.values()) == len(result.runs)
+
+
+def locks_made(client, scope: str) -> int:
+    """Locks of every rule in ``scope`` (ok, replicating or stuck): one per file and rule once evaluated."""
+    return sum(rule["locks_ok_cnt"] + rule["locks_replicating_cnt"] + rule["locks_stuck_cnt"]
+               for rule in client.list_replication_rules(filters={"scope": scope}))
+
+
+def evaluate_rules(server, client, scope: str, expected_locks: int, max_passes: int = 50) -> int:
+    """Run Rucio's judge-evaluator (one pass a process, as the sandbox runs it) until the rules of ``scope`` have
+    ``expected_locks``; the passes it took."""
+    for passes in range(1, max_passes + 1):
+        subprocess.run([str(server.venv / "bin" / "python"), "-m", "KM3DIRAC.sandbox.rucio_daemons", "--once",
+                        "--only", "judge-evaluator"], env=server.server_env(), check=True, capture_output=True)
+        if locks_made(client, scope) >= expected_locks:
+            return passes
+    raise RuntimeError(f"{scope}: {locks_made(client, scope)} locks after {max_passes} judge-evaluator passes, "
+                       f"{expected_locks} expected")
 
 
 def ingest_raw(client, scope: str, daq: Path, pfn_prefix: str) -> None:
@@ -156,34 +177,46 @@ def main(argv: list[str] | None = None) -> int:
                 if approach == "raw":
                     ingest_raw(client, scope, daq, "file://localhost")
                 else:
-                    ingest_km3dirac(client, scope, daq, args.streams, run_metadata_on_files=approach == FILES_VARIANT)
+                    mode = "all" if approach == FILES_VARIANT else "columns"
+                    ingest_km3dirac(client, scope, daq, args.streams, file_metadata=mode)
                 seconds = time.monotonic() - started
                 requests = count_requests(access_log) - before
-                rows.append((size, approach, len(runs), seconds, requests))
+                # KM3DIRAC's rules exist before the files: Rucio's judge-evaluator makes their locks afterwards
+                evaluated = time.monotonic()
+                passes = evaluate_rules(server, client, scope, 2 * size) if approach != "raw" else 0
+                locks_seconds = time.monotonic() - evaluated
+                assert locks_made(client, scope) == 2 * size, (scope, locks_made(client, scope))
+                rows.append((size, approach, len(runs), seconds, requests, locks_seconds))
                 load = os.getloadavg()[0]
-                print(f"{size:>7} files, {len(runs):>5} runs, {approach:<8}: {seconds:7.1f} s, "
+                print(f"{size:>7} files, {len(runs):>5} runs, {approach:<14}: {seconds:7.1f} s, "
                       f"{size / seconds:6.0f} files/s, {1000 * seconds / size:5.2f} ms a file, {requests} requests, "
+                      f"then locks by judge-evaluator {locks_seconds:.1f} s ({passes} passes), "
                       f"load average {load:.1f} (2 cores)", flush=True)
     finally:
         server.stop()
     print()
-    print("files    runs  approach         seconds  files/s  ms a file  time/raw  requests (raw)")
+    print("pass: the ingestion itself (raw: every call, its rules' locks made synchronously); +locks: until Rucio's")
+    print("judge-evaluator has made the locks of rules made before their files (KM3DIRAC), daemon start-ups included")
+    print("files    runs  approach         pass s  files/s  ms a file  pass/raw  +locks s  (+locks)/raw  reqs (raw)")
     by_size = defaultdict(dict)
-    for size, approach, runs, seconds, requests in rows:
-        by_size[size][approach] = (runs, seconds, requests)
+    for size, approach, runs, seconds, requests, locks_seconds in rows:
+        by_size[size][approach] = (runs, seconds, requests, locks_seconds)
     for size, entry in by_size.items():
-        _, raw_s, raw_r = entry["raw"]
+        _, raw_s, raw_r, _ = entry["raw"]
         for approach in approaches:
-            runs, seconds, requests = entry[approach]
-            print(f"{size:<8} {runs:<5} {approach:<16} {seconds:7.1f} {size / seconds:8.0f} "
-                  f"{1000 * seconds / size:10.2f} {seconds / raw_s:9.2f}  {requests} ({raw_r})")
+            runs, seconds, requests, locks_seconds = entry[approach]
+            print(f"{size:<8} {runs:<5} {approach:<16} {seconds:6.1f} {size / seconds:8.0f} "
+                  f"{1000 * seconds / size:10.2f} {seconds / raw_s:9.2f} {seconds + locks_seconds:9.1f} "
+                  f"{(seconds + locks_seconds) / raw_s:12.2f}  {requests} ({raw_r})")
     if len(by_size) > 1:
         small, large = min(by_size), max(by_size)
         for approach in approaches:
-            growth = by_size[large][approach][1] / by_size[small][approach][1]
-            per_file = growth * small / large
-            print(f"{approach} growth {small} -> {large} files: x{growth:.1f} time for x{large / small:.0f} files, "
-                  f"time per file x{per_file:.2f} (linear: 1.00)")
+            for what, index in (("pass", 1), ("pass+locks", None)):
+                def total(entry, index=index):
+                    return entry[1] if index else entry[1] + entry[3]
+                growth = total(by_size[large][approach]) / total(by_size[small][approach])
+                print(f"{approach} {what} growth {small} -> {large} files: x{growth:.1f} time for "
+                      f"x{large / small:.0f} files, time per file x{growth * small / large:.2f} (linear: 1.00)")
     print("absolute times are on a machine shared with other work (loaded): compare the ratios")
     return 0
 

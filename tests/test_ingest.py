@@ -155,9 +155,11 @@ def test_real_km3net_files_with_metadata_seen_through_dirac(shore, rucio_client)
     lfn = f"{_dataset(scope, 267, 25291)}/{RAW_FILES[0]}"
     meta = fc.getFileUserMetadata(lfn)
     assert meta["OK"], meta
-    # the file's own: its events (13 in the real file's KM3NET_EVENT tree); the run's metadata is its directory's
-    assert meta["Value"].get("events") == 13, meta
-    assert not {"DetectorID", "run_number", "datatype", "Stream"} & set(meta["Value"]), meta
+    # events (13 in the real file's KM3NET_EVENT tree), run_number and datatype (FileMetadata columns, Rucio DID
+    # columns); DetectorID is its directory's, the run dataset's
+    assert {k: meta["Value"].get(k) for k in ("run_number", "datatype", "events")} == \
+        {"run_number": 25291, "datatype": "raw", "events": 13}, meta
+    assert not {"DetectorID", "Stream"} & set(meta["Value"]), meta
     directory = fc.getDirectoryUserMetadata(_dataset(scope, 267, 25291))
     assert directory["OK"], directory
     assert {k: directory["Value"].get(k) for k in ("DetectorID", "run_number", "datatype")} == \
@@ -178,7 +180,7 @@ def test_real_km3net_files_with_metadata_seen_through_dirac(shore, rucio_client)
     # night 2: the open run gets its end marker and a new run arrives; only the new file is registered
     (daq / "KM3NeT_00000049_00008456.end").write_text("")
     shutil.copy(ONLINE / "KM3NeT_00000267_00025291_SN.root", daq / "KM3NeT_00000267_00025292_SN.root")
-    again = shore["ingest"]("--close-by=quiet", "--quiet=0", "--run-metadata-on-files=yes")
+    again = shore["ingest"]("--close-by=quiet", "--quiet=0", "--file-metadata=all")
     assert "1 files registered" in again.stdout and "3 already in Rucio" in again.stdout, again.stdout
     new_lfn = f"{_dataset(scope, 267, 25292)}/KM3NeT_00000267_00025292_SN.root"
     meta = fc.getFileUserMetadata(new_lfn)
@@ -396,3 +398,7 @@ def test_a_subscription_makes_the_rule_of_a_newly_ingested_run_which_gets_its_la
     assert {lock["name"] for lock in rucio_client.list_replica_locks(rule["id"])} == \
         {f"{dataset}/{path.name}" for path in daq.glob("*.root")}
     assert [r["rse_expression"] for r in rucio_client.list_did_rules(scope, dataset)].count("KM3-DISK-1") == 1
+    # the shore pin rule is made before its files, on the empty new dataset: the judge-evaluator locks every file
+    (pin,) = [r for r in rucio_client.list_did_rules(scope, dataset) if r["rse_expression"] == shore["rse"]]
+    assert {(lock["name"], lock["state"]) for lock in rucio_client.list_replica_locks(pin["id"])} == \
+        {(f"{dataset}/{path.name}", "OK") for path in daq.glob("*.root")}

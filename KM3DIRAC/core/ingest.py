@@ -7,25 +7,29 @@ One pass (:func:`ingest_pass`, run by ``dirac-km3-ingest`` from cron every few m
    a ``.part``/``.tmp`` name, or a ``<name>.lock`` beside it); end-of-run markers ``KM3NeT_<det>_<run>.end``;
 2. ask Rucio what it has already (bulk ``get_metadata_bulk``; the content of the open run datasets): Rucio is the
    only state, so a pass killed at any point is completed by the next one, and nothing is registered twice;
-3. register the new files in bulk: adler32, size and, where km3io reads the file, ``events``,
+3. pin each run dataset at the shore RSE by one rule (KM3DIRAC's catalog convention; with ``dataset_rules``, one
+   per RSE expression too), rules in bulk, ``streams`` calls at a time, before its new files are attached: a rule
+   on a new (empty) dataset costs no lock, and Rucio's judge-evaluator gives the files attached next their locks
+   (as for any rule on an open dataset), out of the pass;
+4. register the new files in bulk: adler32, size and, where km3io reads the file, ``events``,
    ``StartTime``/``EndTime`` (UTC); the run's metadata from the name (``DetectorID``, ``run_number``,
-   ``datatype``) is on the run dataset, which the files inherit in DIRAC's metadata searches as in the DFC
-   (``run_metadata_on_files`` also writes it, with ``Stream``, on every file: ~5 ms a file more of Rucio server
-   time, Rucio's metadata plugins writing per file); one
+   ``datatype``) is on the run dataset, which the files inherit in DIRAC's metadata searches as in the DFC;
+   ``file_metadata``: what each file carries of it too: ``columns`` (default: ``run_number``, ``datatype``, Rucio
+   DID columns, so plain Rucio searches of files by them work), ``all`` (also ``DetectorID`` and ``Stream``, the
+   rest of the name: Rucio's JSON plugin, ~5 ms a file more of server time) or ``none``; one
    ``attach_dids_to_dids`` call per ``chunk_files`` files naming the shore RSE (Rucio's "register replicas where
    they are and attach them" form): the file DIDs with their metadata, their replicas with each PFN (the
    shore-station RSE is non-deterministic: files stay at the DAQ's paths) and their attachment to the run dataset
    (KM3DIRAC's directory convention, created with its parent containers as the catalog makes them) in one server
    transaction; ``streams`` such calls at a time (the server's time goes into the per-file metadata writes);
    a call Rucio refuses is split in halves until the refused file is named, the others go in;
-4. pin each run dataset at the shore RSE by one rule (KM3DIRAC's catalog convention), rules in bulk, ``streams``
-   calls at a time;
 5. close the run datasets of complete runs (end-of-run marker, declared run list, or a quiet period).
 
 Crash safety comes from the order: a file DID exists only with its replica and its attachment (one server
 transaction); a DID that exists unattached (registered by another client, or by an older KM3DIRAC which attached in
 a second call) is attached by the next pass; a dataset is closed only after every file of its run on disk is
-registered and attached. A file DID that exists is never registered again, even if its shore replica is gone (the
+registered and attached; a dataset's rules exist before its files (a rerun adds the missing ones first). A file
+DID that exists is never registered again, even if its shore replica is gone (the
 replication step deletes shore copies once replicated: a leftover file on disk does not bring the copy back).
 """
 
@@ -59,6 +63,9 @@ ATTACHMENT_FILES = 1000  # Rucio's schema: at most 1000 DIDs per attachment
 RULE_DATASETS = 100  # run datasets per add_replication_rule call
 MAX_STREAMS = 8
 DATATYPE_KEY, STREAM_KEY, START_KEY, END_KEY = "datatype", "Stream", "StartTime", "EndTime"
+#: what each file carries of its run's metadata (all of it is on the run dataset)
+FILE_METADATA_NONE, FILE_METADATA_COLUMNS, FILE_METADATA_ALL = "none", "columns", "all"
+FILE_METADATA_MODES = (FILE_METADATA_NONE, FILE_METADATA_COLUMNS, FILE_METADATA_ALL)
 
 
 class IngestError(KM3DiracError, ValueError):
@@ -72,8 +79,8 @@ class IngestSettings:
     ``layout``: the run dataset's LFN, a ``str.format`` template of ``vo``, ``scope``, ``detector``, ``run``
     (format specs allowed: ``KM3NeT_{detector:08d}``). ``dataset_rules``: RSE expressions given one rule each per
     run dataset (empty by default: replication is the replication policy's; the benchmark uses it). ``streams``:
-    registration, rule and closing calls in flight at a time. ``run_metadata_on_files``: the run's metadata
-    (and ``Stream``) on every file too, not only on its run dataset."""
+    registration, rule and closing calls in flight at a time. ``file_metadata``: which of the run's metadata
+    every file carries too (module docstring, step 4)."""
 
     rse: str
     directory: Path
@@ -90,13 +97,15 @@ class IngestSettings:
     dataset_rules: tuple[str, ...] = ()
     chunk_files: int = 1000
     streams: int = 2
-    run_metadata_on_files: bool = False
+    file_metadata: str = FILE_METADATA_COLUMNS
 
     def __post_init__(self) -> None:
         if self.close_by not in CLOSE_MODES:
             raise IngestError(f"CloseRunsBy {self.close_by!r}: choose one of {', '.join(CLOSE_MODES)}")
         if self.close_by == CLOSE_BY_RUN_LIST and self.run_list is None:
             raise IngestError("CloseRunsBy runlist needs RunList (a file of '<detector> <run>' lines)")
+        if self.file_metadata not in FILE_METADATA_MODES:
+            raise IngestError(f"FileMetadata {self.file_metadata!r}: choose one of {', '.join(FILE_METADATA_MODES)}")
         if not 0 < self.chunk_files <= 10000:
             raise IngestError(f"ChunkFiles {self.chunk_files}: between 1 and 10000 files per registration call")
         if not 0 < self.streams <= MAX_STREAMS:
@@ -229,8 +238,10 @@ def scan_directory(settings: IngestSettings, now: float) -> Scan:
                 scan.writing.append(path)
                 continue
             meta: dict[str, Any] = {}
-            if settings.run_metadata_on_files:
-                meta.update({DETECTOR_KEY: run.detector, RUN_KEY: run.run, DATATYPE_KEY: settings.datatype})
+            if settings.file_metadata != FILE_METADATA_NONE:
+                meta.update({RUN_KEY: run.run, DATATYPE_KEY: settings.datatype})
+            if settings.file_metadata == FILE_METADATA_ALL:
+                meta[DETECTOR_KEY] = run.detector
                 if stream:
                     meta[STREAM_KEY] = stream
             scan.files.append(DiskFile(path, name, run, stat.st_size, stat.st_mtime, meta=meta))
@@ -395,10 +406,12 @@ class Ingestion:
                     result.refused[str(f.path)] = f"{f.path}: {problems[datasets[run]]}"
             self.progress(f"run {run}: {problems[datasets[run]]}")
         good = {run for run in work_runs if datasets[run] in holders}
-        self._register([f for f in new if f.run in good], holders, datasets, result)
-        self._attach_again({run: fs for run, fs in to_attach.items() if run in good}, holders, datasets, result)
+        # rules first, on the run datasets as they are (new ones empty: a rule costs no lock): the files attached
+        # next get their locks from Rucio's judge-evaluator, as for any rule on an open dataset
         self._rules({holders[datasets[run]] for run in good},
                     {holders[datasets[run]] for run in good if states[datasets[run]].holder_row(FILES) is None})
+        self._register([f for f in new if f.run in good], holders, datasets, result)
+        self._attach_again({run: fs for run, fs in to_attach.items() if run in good}, holders, datasets, result)
         self._close(scan, good, holders, datasets, result)
         result.seconds = time.monotonic() - started
         return result

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from KM3DIRAC.core.ingest import CLOSE_BY_MARKER, DEFAULT_LAYOUT, IngestError, IngestSettings
+from KM3DIRAC.core.ingest import CLOSE_BY_MARKER, DEFAULT_LAYOUT, FILE_METADATA_COLUMNS, IngestError, IngestSettings
 
 SECTION = "KM3DIRAC/Ingestion"
 DEFAULT_RSE = "KM3-SHORE"
@@ -30,7 +30,7 @@ OPTIONS = {
     "dataset-rules": ("DatasetRules", ""),
     "chunk-files": ("ChunkFiles", "1000"),
     "streams": ("Streams", "2"),
-    "run-metadata-on-files": ("RunMetadataOnFiles", "no"),
+    "file-metadata": ("FileMetadata", FILE_METADATA_COLUMNS),
 }
 
 
@@ -60,7 +60,7 @@ def ingest_settings(given: dict[str, Any]) -> IngestSettings:
         run_list=Path(values["run-list"]) if values["run-list"] else None, quiet_seconds=quiet,
         marker_suffix=values["marker-suffix"],
         read_events=_yes(values["read-events"]), dataset_rules=rules,
-        chunk_files=chunk, streams=streams, run_metadata_on_files=_yes(values["run-metadata-on-files"]))
+        chunk_files=chunk, streams=streams, file_metadata=values["file-metadata"])
 
 
 def _yes(value: Any) -> bool:

@@ -31,8 +31,8 @@ SWITCHES = {
     "dataset-rules": "comma-separated RSE expressions given a rule per run dataset (CS Ingestion/DatasetRules)",
     "chunk-files": "files per registration call (CS Ingestion/ChunkFiles, 1000)",
     "streams": "registration, rule and closing calls in flight at a time (CS Ingestion/Streams, 2)",
-    "run-metadata-on-files": "yes/no: the run's metadata and Stream on every file too, not only on its run "
-                             "dataset (CS Ingestion/RunMetadataOnFiles, no)",
+    "file-metadata": "the run's metadata each file carries too (all is on the run dataset): columns (run_number, "
+                     "datatype), all (also DetectorID, Stream) or none (CS Ingestion/FileMetadata, columns)",
 }
 
 
