@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from KM3DIRAC.sandbox.rucio_setup import add_directory_rse, connect_rses, ensure_scope
 
-        client = Client()
+        client = Client(timeout=3600)  # the raw rule calls on 1000 datasets make 100k locks synchronously
         add_directory_rse(client, SHORE, work / "shore", deterministic=False)
         add_directory_rse(client, CENTRE, work / "centre")
         connect_rses(client, [SHORE, CENTRE])
