@@ -126,11 +126,19 @@ def test_rucio_stopped_mid_job_loses_nothing(dirac_cs, raw_run, rucio_server, ru
     assert sorted(rucio_client.list_dids(scope, [{"name": f"{products}/*"}], did_type="file")) == registered
 
 
+@pytest.mark.parametrize("detector_on", ["files", "run dataset"])
 def test_job_execution_coordinator_is_found_by_the_job_wrapper_and_moves_the_data(
-        dirac_cs, raw_run, rucio_client, tmp_path, monkeypatch):
+        dirac_cs, raw_run, rucio_client, tmp_path, monkeypatch, detector_on):
     """DIRAC's JobWrapper loads the coordinator through ObjectLoader: KM3DIRAC's must be the one it gets, and its
-    pre/post steps bring the inputs in and the outputs out around the payload."""
+    pre/post steps bring the inputs in and the outputs out around the payload. The outputs inherit the inputs'
+    run and detector, also where the detector is on the run dataset only (dirac-km3-ingest's default)."""
     from DIRAC.Core.Utilities.ObjectLoader import ObjectLoader
+
+    if detector_on == "run dataset":
+        scope, run = raw_run
+        for name in rucio_client.list_content(scope, run):
+            rucio_client.delete_metadata(scope, name["name"], "DetectorID")
+        rucio_client.set_metadata_bulk(scope, run, {"DetectorID": 49})
 
     loaded = ObjectLoader().loadObject("WorkloadManagementSystem.JobWrapper.JobExecutionCoordinator",
                                        "JobExecutionCoordinator")

@@ -295,8 +295,8 @@ class JobDataRunner:
         if not wanted or not input_lfns:
             return
         metadata = self.catalog.user_metadata(dict.fromkeys(input_lfns)).successful
-        # a file without its own value inherits its directory's (DFC semantics): ingested raw files carry the
-        # run's metadata on their run dataset only
+        # a file without its own value inherits its directory's (DFC semantics): dirac-km3-ingest puts DetectorID
+        # on the run dataset only
         directories = {lfn: dataset_of(lfn) for lfn, meta in metadata.items() if any(k not in meta for k in wanted)}
         if directories:
             above = self.catalog.user_metadata(dict.fromkeys(set(directories.values())), want_directory=True)

@@ -467,10 +467,10 @@ def trains_in_dirac(client: TransformationClient | None = None,
 
 
 def _runs_of(catalog: Any, lfns: list[str]) -> dict[str, int | None]:
+    """Each file's run: its ``run_number`` metadata, else its KM3NeT file name (``dirac-km3-ingest
+    --file-metadata=none`` leaves the run to the run dataset); None when neither says."""
     if not lfns:
         return {}
-    """Each file's run: its ``run_number`` metadata, else its KM3NeT file name (ingested raw files carry the run
-    on their run dataset only); None when neither says."""
     metadata = catalog.did_metadata(catalog.mapper.to_did(lfn) for lfn in lfns)
     runs: dict[str, int | None] = {}
     for did, meta in metadata.items():
