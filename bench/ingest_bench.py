@@ -39,9 +39,9 @@ SHORE, CENTRE = "BENCH-SHORE", "BENCH-CC"
 #: ``km3dirac``: the default (the run's metadata on its run dataset, the files inherit it in DIRAC's searches;
 #: run_number and datatype on every file too, Rucio DID columns);
 #: ``km3dirac-all``: ``FileMetadata = all`` (DetectorID and Stream on every file too)
-FILES_VARIANT = "km3dirac-all"
-APPROACHES = ("raw", "km3dirac", FILES_VARIANT)
-SCOPE_PREFIX = {"raw": "raw", "km3dirac": "km3", FILES_VARIANT: "km3f"}
+ALL_METADATA_VARIANT = "km3dirac-all"
+APPROACHES = ("raw", "km3dirac", ALL_METADATA_VARIANT)
+SCOPE_PREFIX = {"raw": "raw", "km3dirac": "km3", ALL_METADATA_VARIANT: "km3f"}
 DETECTOR = 133
 
 
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 if approach == "raw":
                     ingest_raw(client, scope, daq, "file://localhost")
                 else:
-                    mode = "all" if approach == FILES_VARIANT else "columns"
+                    mode = "all" if approach == ALL_METADATA_VARIANT else "columns"
                     ingest_km3dirac(client, scope, daq, args.streams, file_metadata=mode)
                 seconds = time.monotonic() - started
                 requests = count_requests(access_log) - before
