@@ -211,9 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(by_size) > 1:
         small, large = min(by_size), max(by_size)
         for approach in approaches:
-            for what, index in (("pass", 1), ("pass+locks", None)):
-                def total(entry, index=index):
-                    return entry[1] if index else entry[1] + entry[3]
+            for what, total in (("pass", lambda entry: entry[1]), ("pass+locks", lambda entry: entry[1] + entry[3])):
                 growth = total(by_size[large][approach]) / total(by_size[small][approach])
                 print(f"{approach} {what} growth {small} -> {large} files: x{growth:.1f} time for "
                       f"x{large / small:.0f} files, time per file x{growth * small / large:.2f} (linear: 1.00)")

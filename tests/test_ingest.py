@@ -165,9 +165,9 @@ def test_real_km3net_files_with_metadata_seen_through_dirac(shore, rucio_client)
     assert {k: directory["Value"].get(k) for k in ("DetectorID", "run_number", "datatype")} == \
         {"DetectorID": 267, "run_number": 25291, "datatype": "raw"}
     # DIRAC's searches: files inherit their directory's metadata
-    found = fc.findFilesByMetadata({"run_number": 25291, "DetectorID": 267, "datatype": "raw"}, f"/km3net/{scope}")
-    assert found["OK"] and sorted(found["Value"]) == sorted(f"{_dataset(scope, 267, 25291)}/{n}" for n in RAW_FILES[:2])
     run_files = [f"{_dataset(scope, 267, 25291)}/{n}" for n in RAW_FILES[:2]]
+    found = fc.findFilesByMetadata({"run_number": 25291, "DetectorID": 267, "datatype": "raw"}, f"/km3net/{scope}")
+    assert found["OK"] and sorted(found["Value"]) == sorted(run_files)
     with_13 = [f for f in run_files if fc.getFileUserMetadata(f)["Value"].get("events") == 13]
     found = fc.findFilesByMetadata({"events": 13, "run_number": 25291}, f"/km3net/{scope}")
     assert found["OK"] and sorted(found["Value"]) == sorted(with_13) and lfn in with_13, found

@@ -59,9 +59,5 @@ def ingest_settings(given: dict[str, Any]) -> IngestSettings:
         datatype=values["datatype"], settle_seconds=settle, close_by=values["close-by"],
         run_list=Path(values["run-list"]) if values["run-list"] else None, quiet_seconds=quiet,
         marker_suffix=values["marker-suffix"],
-        read_events=_yes(values["read-events"]), dataset_rules=rules,
+        read_events=str(values["read-events"]).lower() in ("yes", "true", "1", "y"), dataset_rules=rules,
         chunk_files=chunk, streams=streams, file_metadata=values["file-metadata"])
-
-
-def _yes(value: Any) -> bool:
-    return str(value).lower() in ("yes", "true", "1", "y")
