@@ -67,7 +67,8 @@ def _dataset(scope: str, detector: int, run: int) -> str:
 
 
 def _rucio_state(rucio_client, shore, runs: set[tuple[int, int]]) -> dict:
-    """Per run dataset: its files (name -> bytes, adler32, replica PFN at the shore RSE), its rules, open or not."""
+    """Per run dataset: its files (name -> bytes, adler32, replica PFN at the shore RSE, the run number and data
+    type the file carries), its rules, open or not."""
     scope, rse = shore["scope"], shore["rse"]
     state = {}
     for detector, run in sorted(runs):
@@ -76,11 +77,14 @@ def _rucio_state(rucio_client, shore, runs: set[tuple[int, int]]) -> dict:
         assert len(content) == len(set(content)), f"{dataset} holds a file twice: {content}"
         files = {}
         if content:
-            for replica in rucio_client.list_replicas([{"scope": scope, "name": name} for name in content],
-                                                      all_states=True):
+            dids = [{"scope": scope, "name": name} for name in content]
+            columns = {row["name"]: (row["run_number"], row["datatype"])
+                       for row in rucio_client.get_metadata_bulk(dids, plugin="DID_COLUMN")}
+            for replica in rucio_client.list_replicas(dids, all_states=True):
                 files[replica["name"]] = (replica["bytes"], replica["adler32"],
                                           sorted(pfn for pfn in replica["pfns"]
-                                                 if replica["pfns"][pfn]["rse"] == rse))
+                                                 if replica["pfns"][pfn]["rse"] == rse),
+                                          *columns[replica["name"]])
         rules = [rule["rse_expression"] for rule in rucio_client.list_did_rules(scope, dataset)]
         meta = rucio_client.get_metadata(scope, dataset)
         state[dataset] = {"files": files, "rules": rules, "open": meta["is_open"]}
@@ -95,7 +99,8 @@ def _expected_state(shore, disk: dict[str, tuple[int, int]], closed: set[tuple[i
         dataset = _dataset(scope, detector, run)
         entry = state.setdefault(dataset, {"files": {}, "rules": [shore["rse"]], "open": (detector, run) not in closed})
         path = daq / name
-        entry["files"][f"{dataset}/{name}"] = (path.stat().st_size, _adler32(path), [f"file://localhost{path}"])
+        entry["files"][f"{dataset}/{name}"] = (path.stat().st_size, _adler32(path), [f"file://localhost{path}"],
+                                               run, "raw")
     return state
 
 
@@ -264,6 +269,9 @@ def test_killed_at_several_points_then_rerun_nothing_duplicated_nothing_missed(s
     partial = _rucio_state(rucio_client, shore, runs)
     registered = sum(len(entry["files"]) for entry in partial.values())
     assert 20 <= registered < len(disk), registered  # the kills really cut registrations short
+    # killed once every file is registered, while the runs' metadata is put on the files
+    _kill_at(shore, "run metadata (")
+    assert sum(len(entry["files"]) for entry in _rucio_state(rucio_client, shore, runs).values()) == len(disk)
     _kill_at(shore, "run detector 133 run 20001: complete")  # killed while it closes the complete runs
     assert rucio_client.get_metadata(shore["scope"], _dataset(shore["scope"], 133, 20001))["is_open"] is False
     final = shore["ingest"]("--read-events=no")
@@ -284,6 +292,22 @@ def test_registered_but_not_attached_is_attached_by_the_next_pass(shore, rucio_c
     result = shore["ingest"]("--read-events=no")
     assert "2 files registered" in result.stdout and "1 attached again" in result.stdout, result.stdout
     assert _rucio_state(rucio_client, shore, {(133, 30001)}) == _expected_state(shore, disk, closed={(133, 30001)})
+
+
+def test_files_registered_and_attached_without_the_run_metadata_get_it_from_the_next_pass(shore, rucio_client):
+    """The crash window between registration and the run's metadata on its files (a pass killed there): the files
+    are in their open run dataset without run_number and datatype; the next pass registers nothing and sets them."""
+    daq, scope = shore["daq"], shore["scope"]
+    disk = _write_night(daq, [30002], 3)
+    (daq / "KM3NeT_00000133_00030002.end").unlink()  # open: the pass would close it
+    dataset = _dataset(scope, 133, 30002)
+    first = shore["ingest"]("--read-events=no", "--file-metadata=none")
+    assert "3 files registered" in first.stdout, first.stdout
+    assert {row["run_number"] for row in rucio_client.get_metadata_bulk(
+        [{"scope": scope, "name": f"{dataset}/{name}"} for name in disk], plugin="DID_COLUMN")} == {None}
+    again = shore["ingest"]("--read-events=no")
+    assert "0 files registered" in again.stdout and "3 already in Rucio" in again.stdout, again.stdout
+    assert _rucio_state(rucio_client, shore, {(133, 30002)}) == _expected_state(shore, disk, closed=set())
 
 
 def test_bad_names_and_conflicts_are_named_and_the_good_files_go_in(shore, rucio_client):
