@@ -25,6 +25,11 @@ AUTH_TYPES = ("userpass", "x509_proxy", "x509", "oidc")
 IDENTITIES = ("service", "caller")
 
 
+def is_yes(value: Any) -> bool:
+    """A yes/no option's value (CS or command line) as DIRAC writes them: yes, true, 1, y (any case) are yes."""
+    return str(value).strip().lower() in ("yes", "true", "1", "y")
+
+
 @dataclass(frozen=True)
 class Caller:
     """The DIRAC identity whose credentials a call uses: the proxy's user, group and certificate DN."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from KM3DIRAC.core.ingest import CLOSE_BY_MARKER, DEFAULT_LAYOUT, FILE_METADATA_COLUMNS, IngestError, IngestSettings
+from KM3DIRAC.core.rucio_settings import is_yes
 
 SECTION = "KM3DIRAC/Ingestion"
 DEFAULT_RSE = "KM3-SHORE"
@@ -59,5 +60,5 @@ def ingest_settings(given: dict[str, Any]) -> IngestSettings:
         datatype=values["datatype"], settle_seconds=settle, close_by=values["close-by"],
         run_list=Path(values["run-list"]) if values["run-list"] else None, quiet_seconds=quiet,
         marker_suffix=values["marker-suffix"],
-        read_events=str(values["read-events"]).lower() in ("yes", "true", "1", "y"), dataset_rules=rules,
+        read_events=is_yes(values["read-events"]), dataset_rules=rules,
         chunk_files=chunk, streams=streams, file_metadata=values["file-metadata"])

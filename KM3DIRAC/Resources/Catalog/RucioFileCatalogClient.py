@@ -21,7 +21,7 @@ from KM3DIRAC.core.access import account_rights, write_refusals
 from KM3DIRAC.core.catalog import Bulk, RucioCatalog
 from KM3DIRAC.core.errors import KM3DiracError
 from KM3DIRAC.core.lfn import LFNMapper
-from KM3DIRAC.core.rucio_settings import identity_mode, name_map
+from KM3DIRAC.core.rucio_settings import identity_mode, is_yes, name_map
 from KM3DIRAC.Resources.Catalog.RucioSettings import (
     call_policy,
     client_settings,
@@ -198,7 +198,7 @@ class RucioFileCatalogClient(FileCatalogClientBase):
             from DIRAC.ConfigurationSystem.Client.Helpers.Operations import Operations
 
             value = Operations(vo=self.vo).getValue("DataManagement/UseCatalogPFN", True)
-        return str(value).strip().lower() in ("yes", "true", "1", "y")
+        return is_yes(value)
 
     @property
     def catalog(self) -> RucioCatalog:

@@ -30,6 +30,7 @@ from KM3DIRAC.core.rucio_settings import (
     caller_client_settings,
     fields_did,
     identity_mode,
+    is_yes,
     metadata_schema,
 )
 from KM3DIRAC.core.rucio_settings import client_settings as _core_client_settings
@@ -65,7 +66,7 @@ def call_policy(options: dict[str, Any]) -> RucioCallPolicy:
 def _uses_server_certificate() -> bool:
     from DIRAC import gConfig
 
-    return str(gConfig.getValue("/DIRAC/Security/UseServerCertificate", "false")).lower() in ("yes", "true", "1", "y")
+    return is_yes(gConfig.getValue("/DIRAC/Security/UseServerCertificate", "false"))
 
 
 def calling_identity() -> Caller | None:
