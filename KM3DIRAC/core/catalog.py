@@ -381,32 +381,26 @@ class RucioCatalog(CatalogProvenance, CatalogReplicaStatus):
     def _directory_metadata(self, scope: str, base: str | None, query: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """Effective metadata (own, else inherited) of the query's keys for every directory at and below ``base`` in
         one scope. DID-column keys: the collections that have them set, asked from the server (one request); free
-        keys: the JSON metadata of the collections below, in bulk. The directories above ``base`` are read while
-        the server lists those below (a search of a few hundred files waits for two requests, not four)."""
+        keys: the JSON metadata of the collections below, in bulk."""
         pattern = f"{base or self.mapper.root}/*"
         chain = [*self.mapper.ancestors(base), base] if base and not self._is_scope_level(DID(scope, base)) else []
         chain_dids = [x for n in chain for x in (DID(scope, n), DID(scope, n + "/"))]
         own: dict[str, dict[str, Any]] = defaultdict(dict)
         column_keys = [key for key in query if plugin_of(key) == "column"]
+        if column_keys:
+            having = [{"name": pattern, f"{key}.gte": self._set_value_floor(key, query[key])} for key in column_keys]
+            listed = [DID(scope, n) for n in self._list_packed(scope, having, "collection")]
+            rows = self.did_metadata([*chain_dids, *listed])
+            for did, row in sorted(rows.items(), key=lambda item: item[0].name):  # D before its companion D/
+                if row["did_type"] in COLLECTIONS:
+                    for key in column_keys:
+                        if row.get(key) is not None:
+                            own[directory_name(did.name)].setdefault(key, row[key])
         json_keys = {key for key in query if plugin_of(key) == "json"}
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            chain_columns = pool.submit(self.did_metadata, chain_dids) if column_keys and chain_dids else None
-            chain_json = pool.submit(self._json_metadata_bulk, chain_dids) if json_keys and chain_dids else None
-            if column_keys:
-                having = [{"name": pattern, f"{key}.gte": self._set_value_floor(key, query[key])}
-                          for key in column_keys]
-                listed = [DID(scope, n) for n in self._list_packed(scope, having, "collection")]
-                rows = {**(chain_columns.result() if chain_columns else {}), **self.did_metadata(listed)}
-                for did, row in sorted(rows.items(), key=lambda item: item[0].name):  # D before its companion D/
-                    if row["did_type"] in COLLECTIONS:
-                        for key in column_keys:
-                            if row.get(key) is not None:
-                                own[directory_name(did.name)].setdefault(key, row[key])
-            if json_keys:
-                listed = [DID(scope, n) for n in self._list_dids(scope, [{"name": pattern}], "collection")]
-                json_rows = [*(chain_json.result() if chain_json else []),
-                             *(row for chunk in chunks(listed) for row in self._json_metadata_bulk(chunk))]
-                for row in sorted(json_rows, key=lambda row: row["name"]):
+        if json_keys:
+            listed = [DID(scope, n) for n in self._list_dids(scope, [{"name": pattern}], "collection")]
+            for chunk in chunks([*chain_dids, *listed]):
+                for row in sorted(self._json_metadata_bulk(chunk), key=lambda row: row["name"]):
                     for key in json_keys & set(row):
                         own[directory_name(row["name"])].setdefault(key, row[key])
         effective: dict[str, dict[str, Any]] = {}
