@@ -79,6 +79,7 @@ def test_directory_metadata_is_inherited_by_the_files_below(fc, scope_factory):
     assert find({"Campaign": "2026a", "run_number": 1}) == sorted([a, b])
     assert find({"Campaign": {"in": ["2026a", "2025b"]}, "run_number": {">": 1}}) == [c]
     assert find({"Campaign": "2026a"}, path=f"{top}/run1/sub") == [b]
+    assert find({"datatype": "reco"}, path=f"{top}/run1/sub") == [b]  # a DID-column key set above the searched path
     assert find({"Campaign": {"!=": "2026a"}}) == sorted([c, own])
     # DFC: a directory's user metadata includes what it inherits
     assert _ok(fc.getDirectoryUserMetadata(f"{top}/run1/sub")) == {"Campaign": "2026a", "datatype": "reco"}

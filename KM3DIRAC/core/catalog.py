@@ -388,9 +388,13 @@ class RucioCatalog(CatalogProvenance, CatalogReplicaStatus):
         own: dict[str, dict[str, Any]] = defaultdict(dict)
         column_keys = [key for key in query if plugin_of(key) == "column"]
         if column_keys:
-            having = [{"name": pattern, f"{key}.gte": self._set_value_floor(key, query[key])} for key in column_keys]
+            # the collections below and in the chain above that have a key set, in one request; their values only
+            # when there are any (usually none: then inheritance cost this one request beside the files' search)
+            names = [pattern, *(did.name for did in chain_dids)]
+            having = [{"name": name, f"{key}.gte": self._set_value_floor(key, query[key])}
+                      for key in column_keys for name in names]
             listed = [DID(scope, n) for n in self._list_packed(scope, having, "collection")]
-            rows = self.did_metadata([*chain_dids, *listed])
+            rows = self.did_metadata(listed) if listed else {}
             for did, row in sorted(rows.items(), key=lambda item: item[0].name):  # D before its companion D/
                 if row["did_type"] in COLLECTIONS:
                     for key in column_keys:
