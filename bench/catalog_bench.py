@@ -464,13 +464,11 @@ def _find_benchmark(server: RucioServer, client, ours, core, counter: RequestCou
     def ours_find():
         return ours.findFilesByMetadata(query, path)
 
-    measurements = measure_interleaved(counter, "findFilesByMetadata", [
-        ("KM3DIRAC", args.find_dids, ours_find, check), ("raw bulk", args.find_dids, raw_find, check)], args.repeats)
+    turns = [("KM3DIRAC", args.find_dids, ours_find, check), ("raw bulk", args.find_dids, raw_find, check)]
+    measurements = measure_interleaved(counter, "findFilesByMetadata", turns, args.repeats)
     _psql(server, f"{COLLECTIONS_INDEX_SQL}; ANALYZE dids")
     try:
-        measurements += measure_interleaved(counter, "findFilesByMetadata" + WITH_SUGGESTED_INDEX, [
-            ("KM3DIRAC", args.find_dids, ours_find, check), ("raw bulk", args.find_dids, raw_find, check)],
-            args.repeats)
+        measurements += measure_interleaved(counter, "findFilesByMetadata" + WITH_SUGGESTED_INDEX, turns, args.repeats)
     finally:
         _psql(server, "DROP INDEX km3dirac_collections_by_name")
     core_result = None
