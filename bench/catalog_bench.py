@@ -429,7 +429,8 @@ def _scale_benchmark(server: RucioServer, client, ours, counter: RequestCounter,
 #: an index Rucio does not ship, suggested for its database: the collections by name. DFC semantics (directory
 #: metadata inherited by the files below) need, beside the files' search, the collections below the searched path
 #: that have the key; without an index on the DID type or name prefixes PostgreSQL scans the whole dids table again
-COLLECTIONS_INDEX_SQL = ("CREATE INDEX km3dirac_collections_by_name ON dids (scope, name text_pattern_ops) "
+COLLECTIONS_INDEX = "km3dirac_collections_by_name"
+COLLECTIONS_INDEX_SQL = (f"CREATE INDEX {COLLECTIONS_INDEX} ON dids (scope, name text_pattern_ops) "
                          "WHERE did_type IN ('D', 'C')")
 #: workloads measured on a database changed as suggested, left out of the geometric mean (Rucio as it ships)
 WITH_SUGGESTED_INDEX = " +index"
@@ -470,7 +471,7 @@ def _find_benchmark(server: RucioServer, client, ours, core, counter: RequestCou
     try:
         measurements += measure_interleaved(counter, "findFilesByMetadata" + WITH_SUGGESTED_INDEX, turns, args.repeats)
     finally:
-        _psql(server, "DROP INDEX km3dirac_collections_by_name")
+        _psql(server, f"DROP INDEX {COLLECTIONS_INDEX}")
     core_result = None
     try:
         core_result = measure(counter, "findFilesByMetadata", "DIRAC core", args.find_dids,
