@@ -260,8 +260,10 @@ def _kill_at(shore, line_start: str) -> str:
 
 def test_killed_at_several_points_then_rerun_nothing_duplicated_nothing_missed(shore, rucio_client):
     daq = shore["daq"]
-    # 90 files: chunks of 10 files per registration call, two calls in flight
-    disk = _write_night(daq, [20001, 20002, 20003], 30)
+    # 300 files: chunks of 10 files per registration call, two calls in flight. Enough chunks that the ones still
+    # running or queued when the progress line is read cannot all finish before the kill, even on a busy machine
+    # (with 90 files, once, all were registered before the SIGKILL landed)
+    disk = _write_night(daq, [20001, 20002, 20003], 100)
     runs = {(133, run) for run in (20001, 20002, 20003)}
     # killed while it checks Rucio (before any write), then twice after its first chunk (the next ones in flight)
     for point in ("scanned ", "registered 10/", "registered 10/"):
